@@ -1,0 +1,1 @@
+//! GitLab Shell (classic mode) in Rust.

@@ -1,0 +1,10 @@
+//! End-to-end tests: the built binaries from `bin/`, run as sshd runs them, against the stub
+//! internal API and the dev Gitaly; and real `git` through a real `sshd`.
+//!
+//! Build first with `make compile` (the Makefile's `test` target does it).
+
+mod authorized_keys_check;
+mod authorized_principals_check;
+mod check;
+mod git_over_ssh;
+mod shell_commands;
