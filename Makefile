@@ -1,0 +1,47 @@
+# The only entry point for developers and CI (.ci/run calls `make verify test`).
+# Everything is built in the release profile so the dependency tree is compiled once.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := compile
+
+CARGO ?= cargo
+BINARIES := gitlab-shell gitlab-shell-authorized-keys-check gitlab-shell-authorized-principals-check gitlab-shell-check
+
+.PHONY: compile build deps test e2e verify check demo clean
+
+## compile: release build of the workspace; the four product binaries are copied into bin/
+compile:
+	$(CARGO) build --release --locked --workspace --bins
+	install -d bin
+	for b in $(BINARIES); do install -m755 "target/release/$$b" "bin/$$b"; done
+
+build: compile
+
+## deps: install missing system programs (git, openssh-server, git-lfs, haproxy, time)
+deps:
+	support/install-deps.sh
+
+## test: every test of the workspace (unit, command, end-to-end through a real sshd)
+test: deps compile
+	$(CARGO) test --release --locked --workspace
+
+## e2e: only the end-to-end tests (tests/e2e)
+e2e: deps compile
+	$(CARGO) test --release --locked -p gitlab-shell-e2e
+
+## verify: formatting and lints
+verify:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
+
+## check: run bin/gitlab-shell-check (needs config.yml next to bin/)
+check: compile
+	bin/gitlab-shell-check
+
+## demo: a real git clone and push through sshd, GitLab Shell, the stub API and the dev Gitaly
+demo: deps compile
+	support/demo.sh
+
+clean:
+	$(CARGO) clean
+	rm -f $(addprefix bin/,$(BINARIES))
