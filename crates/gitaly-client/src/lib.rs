@@ -1,1 +1,106 @@
-//! Gitaly client.
+//! Synchronous client for Gitaly's `SSHService`, the three RPCs GitLab Shell runs for git over
+//! SSH (gitlab-shell `internal/command/{uploadpack,receivepack,uploadarchive}/gitalycall.go`).
+//!
+//! Each call parses `gitaly.address` ([`address`]), builds a current-thread tokio runtime,
+//! dials with Gitaly's backchannel handshake ([`connection`]: yamux, sidechannel accept),
+//! attaches the metadata of gitaly.md §3.2 ([`metadata`], [`auth`]) and maps a failing status
+//! to GitLab Shell's message ([`Error`]). Callers stay synchronous.
+
+pub use gitaly_proto as proto;
+
+pub mod address;
+pub mod auth;
+mod calls;
+pub mod connection;
+mod error;
+pub mod metadata;
+pub mod sidechannel;
+mod stdin;
+mod tls;
+
+pub use error::{
+    Error, LIMIT_ERROR_TYPE_URL, LIMIT_MESSAGE, UNAVAILABLE_MESSAGE, encode_status_details,
+    go_code_name,
+};
+
+/// Where Gitaly is: `/allowed` `gitaly.address` and `gitaly.token`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    /// `unix:/path`, `tcp://host:port`, `tls://host:port` or `dns:[//authority/]host:port`.
+    pub address: String,
+    /// Shared secret for the v2 token; empty means no `authorization` header.
+    pub token: String,
+}
+
+/// Per-call metadata GitLab Shell sends (gitaly.md §3.2).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallMeta {
+    /// All of `/allowed` `gitaly.features`; only `gitaly-feature-*` entries are sent.
+    pub features: Vec<(String, String)>,
+    /// Decimal `gl_key_id` (`"0"` when absent).
+    pub key_id: String,
+    /// `gl_key_type`, e.g. `key`.
+    pub key_type: String,
+    /// `/allowed` `gl_id`, e.g. `user-1`.
+    pub user_id: String,
+    /// `gl_username`.
+    pub username: String,
+    /// First field of `SSH_CONNECTION`.
+    pub remote_ip: String,
+    /// Correlation id (`x-gitlab-correlation-id`; not sent when empty).
+    pub correlation_id: String,
+    /// `gitlab-shell`; the client appends `-git-upload-pack` etc. for `x-gitlab-client-name`.
+    pub client_name: String,
+}
+
+/// The local ends of git's standard streams.
+pub struct Stdio<'a> {
+    /// Read on a separate thread until EOF (never joined: the call may end first).
+    pub stdin: Box<dyn std::io::Read + Send + 'static>,
+    /// git's stdout; written (and flushed) in arrival order.
+    pub stdout: &'a mut (dyn std::io::Write + Send),
+    /// git's stderr; within one message it is written before stdout.
+    pub stderr: &'a mut (dyn std::io::Write + Send),
+}
+
+/// `git-upload-pack` via `SSHUploadPackWithSidechannel`: git data flows over the sidechannel.
+/// Returns the negotiation statistics from the response.
+///
+/// # Errors
+/// See [`Error`]; its `Display` is what GitLab Shell prints.
+pub fn upload_pack(
+    t: &Target,
+    m: &CallMeta,
+    r: proto::SshUploadPackWithSidechannelRequest,
+    io: Stdio,
+) -> Result<Option<proto::PackfileNegotiationStatistics>, Error> {
+    calls::upload_pack(t, m, r, io)
+}
+
+/// `git-receive-pack` via the bidi `SSHReceivePack`. `r` is the first message (without stdin).
+/// Returns the exit status if the server sent one.
+///
+/// # Errors
+/// See [`Error`].
+pub fn receive_pack(
+    t: &Target,
+    m: &CallMeta,
+    r: proto::SshReceivePackRequest,
+    io: Stdio,
+) -> Result<Option<i32>, Error> {
+    calls::receive_pack(t, m, r, io)
+}
+
+/// `git-upload-archive` via the bidi `SSHUploadArchive`. `r` is the first message (repository
+/// only). Returns the exit status if the server sent one.
+///
+/// # Errors
+/// See [`Error`].
+pub fn upload_archive(
+    t: &Target,
+    m: &CallMeta,
+    r: proto::SshUploadArchiveRequest,
+    io: Stdio,
+) -> Result<Option<i32>, Error> {
+    calls::upload_archive(t, m, r, io)
+}

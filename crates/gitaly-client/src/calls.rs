@@ -1,0 +1,323 @@
+//! The three RPCs: the generic bidi stdin/stdout/stderr loop (Gitaly `internal/stream/
+//! std_stream.go`) for receive-pack and upload-archive, and the unary call + sidechannel proxy
+//! (Gitaly `client/upload_pack.go`, `stream.ProxyPktLine`) for upload-pack.
+
+use crate::connection::{self, Connection, SidechannelStream};
+use crate::sidechannel::{self, Band, FramingError};
+use crate::stdin::{self, StdinError};
+use crate::{CallMeta, Error, Stdio, Target, address, metadata, proto};
+use proto::ssh_service_client::SshServiceClient;
+use std::future::Future;
+use std::io::Write;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Runs `body` on a fresh current-thread runtime after parsing the address and dialling.
+fn run<T, F, Fut>(t: &Target, body: F) -> Result<T, Error>
+where
+    F: FnOnce(Connection) -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let address = address::parse(&t.address)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Local(format!("failed to start the Gitaly client runtime: {e}")))?;
+    runtime.block_on(async {
+        let conn = connection::connect(&address).await?;
+        body(conn).await
+    })
+}
+
+fn request_with_meta<T>(
+    message: T,
+    t: &Target,
+    m: &CallMeta,
+    git_command: &str,
+    sidechannel_id: Option<i64>,
+) -> Request<T> {
+    let mut request = Request::new(message);
+    let pairs = metadata::assemble(
+        m,
+        git_command,
+        metadata::authorization(&t.token),
+        sidechannel_id,
+    );
+    metadata::apply(pairs, request.metadata_mut());
+    request
+}
+
+fn write_all(out: &mut (dyn Write + Send), data: &[u8]) -> Result<(), Error> {
+    out.write_all(data)
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::Local(e.to_string()))
+}
+
+/// What the bidi responses have in common (Gitaly's `ExitStatuser`).
+trait StdResponse {
+    fn into_parts(self) -> (Vec<u8>, Vec<u8>, Option<i32>);
+}
+
+impl StdResponse for proto::SshReceivePackResponse {
+    fn into_parts(self) -> (Vec<u8>, Vec<u8>, Option<i32>) {
+        (self.stdout, self.stderr, self.exit_status.map(|s| s.value))
+    }
+}
+
+impl StdResponse for proto::SshUploadArchiveResponse {
+    fn into_parts(self) -> (Vec<u8>, Vec<u8>, Option<i32>) {
+        (self.stdout, self.stderr, self.exit_status.map(|s| s.value))
+    }
+}
+
+/// The bidi loop: first message queued before the call, stdin chunks after it, then CloseSend;
+/// responses relayed until the stream ends.
+async fn bidi<Req, Resp, Call, Fut>(
+    conn: Connection,
+    request: Request<Req>,
+    wrap: fn(Vec<u8>) -> Req,
+    io: Stdio<'_>,
+    call: Call,
+) -> Result<Option<i32>, Error>
+where
+    Req: Send + 'static,
+    Resp: StdResponse,
+    Call: FnOnce(SshServiceClient<Channel>, Request<ReceiverStream<Req>>) -> Fut,
+    Fut: Future<Output = Result<Response<Streaming<Resp>>, Status>>,
+{
+    let (metadata, extensions, first) = request.into_parts();
+    let (tx, rx) = mpsc::channel(stdin::CHANNEL_DEPTH);
+    // tonic resolves the call only once response headers arrive, and Gitaly sends none before it
+    // has read the first message: it must be queued before awaiting (gitaly.md §2.5).
+    tx.try_send(first)
+        .map_err(|e| Error::Local(format!("queueing the first request: {e}")))?;
+    let stdin_error = stdin::spawn(io.stdin, tx, wrap);
+    let request = Request::from_parts(metadata, extensions, ReceiverStream::new(rx));
+
+    let client = SshServiceClient::new(conn.channel);
+    let mut responses = call(client, request)
+        .await
+        .map_err(|s| Error::from_status(&s))?
+        .into_inner();
+    let mut exit_status = None;
+    loop {
+        match responses.message().await {
+            Ok(Some(message)) => {
+                let (stdout, stderr, status) = message.into_parts();
+                if status.is_some() {
+                    exit_status = status;
+                }
+                if !stderr.is_empty() {
+                    write_all(io.stderr, &stderr)?;
+                }
+                if !stdout.is_empty() {
+                    write_all(io.stdout, &stdout)?;
+                }
+            }
+            Ok(None) => break,
+            Err(status) => return Err(Error::from_status(&status)),
+        }
+    }
+    if let Some(e) = stdin_error.get() {
+        return Err(Error::Stdin(e));
+    }
+    Ok(exit_status)
+}
+
+pub(crate) fn receive_pack(
+    t: &Target,
+    m: &CallMeta,
+    r: proto::SshReceivePackRequest,
+    io: Stdio,
+) -> Result<Option<i32>, Error> {
+    let request = request_with_meta(r, t, m, "git-receive-pack", None);
+    run(t, |conn| {
+        bidi(
+            conn,
+            request,
+            |stdin| proto::SshReceivePackRequest {
+                stdin,
+                ..Default::default()
+            },
+            io,
+            |mut client, req| async move { client.ssh_receive_pack(req).await },
+        )
+    })
+}
+
+pub(crate) fn upload_archive(
+    t: &Target,
+    m: &CallMeta,
+    r: proto::SshUploadArchiveRequest,
+    io: Stdio,
+) -> Result<Option<i32>, Error> {
+    let request = request_with_meta(r, t, m, "git-upload-archive", None);
+    run(t, |conn| {
+        bidi(
+            conn,
+            request,
+            |stdin| proto::SshUploadArchiveRequest {
+                stdin,
+                ..Default::default()
+            },
+            io,
+            |mut client, req| async move { client.ssh_upload_archive(req).await },
+        )
+    })
+}
+
+/// Gitaly's message when the RPC ended without ever opening the sidechannel.
+const CALLBACK_DID_NOT_RUN: &str = "callback de-registered without having run";
+
+pub(crate) fn upload_pack(
+    t: &Target,
+    m: &CallMeta,
+    r: proto::SshUploadPackWithSidechannelRequest,
+    io: Stdio,
+) -> Result<Option<proto::PackfileNegotiationStatistics>, Error> {
+    run(t, |conn| async move {
+        let (id, mut waiter) = conn.registry.register();
+        let request = request_with_meta(r, t, m, "git-upload-pack", Some(id));
+        let (tx, rx) = mpsc::channel(stdin::CHANNEL_DEPTH);
+        let stdin_error = stdin::spawn(io.stdin, tx, |chunk| chunk);
+
+        let mut client = SshServiceClient::new(conn.channel);
+        let mut rpc =
+            tokio::spawn(async move { client.ssh_upload_pack_with_sidechannel(request).await });
+        let rpc_result = |joined: Result<
+            Result<Response<proto::SshUploadPackWithSidechannelResponse>, Status>,
+            tokio::task::JoinError,
+        >| match joined {
+            Ok(Ok(response)) => Ok(response.into_inner().packfile_negotiation_statistics),
+            Ok(Err(status)) => Err(Error::from_status(&status)),
+            Err(e) => Err(Error::Local(format!("gitaly call task failed: {e}"))),
+        };
+
+        let stream = tokio::select! {
+            biased;
+            stream = &mut waiter => stream.ok(),
+            joined = &mut rpc => {
+                let outcome = rpc_result(joined);
+                conn.registry.remove(id);
+                // A sidechannel accepted just before the response still counts.
+                return match (outcome, waiter.try_recv()) {
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(_)) => Err(Error::Sidechannel(CALLBACK_DID_NOT_RUN.to_owned())),
+                    (Ok(stats), Ok(stream)) => {
+                        proxy(stream, rx, stdin_error, io.stdout, io.stderr).await?;
+                        Ok(stats)
+                    }
+                };
+            }
+        };
+        conn.registry.remove(id);
+        let Some(stream) = stream else {
+            return rpc_result(rpc.await)
+                .and(Err(Error::Sidechannel(CALLBACK_DID_NOT_RUN.to_owned())));
+        };
+
+        let proxy = proxy(stream, rx, stdin_error, io.stdout, io.stderr);
+        tokio::pin!(proxy);
+        tokio::select! {
+            proxied = &mut proxy => {
+                // Gitaly answers after closing the sidechannel; its status takes precedence.
+                let stats = rpc_result(rpc.await)?;
+                proxied.map(|()| stats)
+            }
+            joined = &mut rpc => {
+                let stats = rpc_result(joined)?;
+                proxy.await?;
+                Ok(stats)
+            }
+        }
+    })
+}
+
+/// Copies local stdin into frames (then `0000`) and demultiplexes the server's side-band
+/// packets into stdout/stderr until the server closes the stream. Does not wait for local stdin.
+async fn proxy(
+    stream: SidechannelStream,
+    mut stdin_rx: mpsc::Receiver<Vec<u8>>,
+    stdin_error: StdinError,
+    stdout: &mut (dyn Write + Send),
+    stderr: &mut (dyn Write + Send),
+) -> Result<(), Error> {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let writer_error = stdin_error.clone();
+    let mut writer_task = tokio::spawn(async move {
+        let mut frames = Vec::with_capacity(stdin::STDIN_CHUNK + 16);
+        while let Some(chunk) = stdin_rx.recv().await {
+            frames.clear();
+            sidechannel::encode_frames(&chunk, &mut frames);
+            writer.write_all(&frames).await?;
+        }
+        if writer_error.get().is_none() {
+            // yamux has no half-close: end of stdin travels in-band. Don't shut the stream down
+            // here; that would send FIN (or RST) before the server is done.
+            writer.write_all(sidechannel::FLUSH).await?;
+            writer.flush().await?;
+        }
+        Ok::<_, std::io::Error>(writer)
+    });
+
+    let demuxed = demux_stream(&mut reader, stdout, stderr).await;
+
+    // Server side is at EOF: close our side cleanly if the writer is done, else abandon it.
+    if writer_task.is_finished() {
+        if let Ok(Ok(writer)) = (&mut writer_task).await {
+            let mut stream = reader.unsplit(writer);
+            let _ = stream.shutdown().await;
+        }
+    } else {
+        writer_task.abort();
+    }
+    demuxed?;
+    match stdin_error.get() {
+        Some(e) => Err(Error::Stdin(e)),
+        None => Ok(()),
+    }
+}
+
+/// Reads side-band packets until a clean EOF between packets.
+async fn demux_stream<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    stdout: &mut (dyn Write + Send),
+    stderr: &mut (dyn Write + Send),
+) -> Result<(), Error> {
+    let framing = |e: FramingError| Error::Sidechannel(e.to_string());
+    let io_error = |e: std::io::Error| Error::Sidechannel(format!("sidechannel: {e}"));
+    let mut body = vec![0u8; sidechannel::MAX_FRAME_DATA];
+    loop {
+        let mut header = [0u8; 4];
+        match read_full(reader, &mut header).await.map_err(io_error)? {
+            0 => return Ok(()),
+            4 => {}
+            _ => return Err(framing(FramingError::Truncated)),
+        }
+        let len = sidechannel::parse_packet_header(header).map_err(framing)?;
+        let body = &mut body[..len];
+        if read_full(reader, body).await.map_err(io_error)? != len {
+            return Err(framing(FramingError::Truncated));
+        }
+        match sidechannel::demux(body).map_err(framing)? {
+            Band::Stdout(data) => write_all(stdout, data)?,
+            Band::Stderr(data) => write_all(stderr, data)?,
+        }
+    }
+}
+
+/// Fills `buf` unless EOF comes first; returns the number of bytes read.
+async fn read_full<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = reader.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}

@@ -1,0 +1,196 @@
+//! Dialling Gitaly the way GitLab Shell does (Gitaly `client.DialSidechannel`): connect the
+//! socket, write `backchannel`, run a yamux client session on it, carry HTTP/2 gRPC on the first
+//! outbound yamux stream, and accept the streams Gitaly opens back (sidechannels; anything else
+//! is held open and drained until it closes).
+
+use crate::Error;
+use crate::address::Address;
+use crate::sidechannel::{self, InboundKind};
+use futures::StreamExt;
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio_yamux::{Config, Session, StreamHandle};
+use tonic::transport::{Channel, Endpoint};
+
+/// A yamux stream Gitaly opened for a sidechannel, after the `ok` answer.
+pub type SidechannelStream = StreamHandle;
+
+/// HTTP/2 keepalive like GitLab Shell's dial options (20 s; Gitaly's minimum is 10 s).
+const KEEPALIVE: Duration = Duration::from_secs(20);
+/// yamux receive window ceiling; Gitaly's server uses 16 MiB too.
+const MAX_STREAM_WINDOW: u32 = 16 * 1024 * 1024;
+/// How long Gitaly gives the client to answer a sidechannel handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Process-wide sidechannel ids: int64, counting from 0 (Gitaly's sidechannel registry).
+static NEXT_SIDECHANNEL_ID: AtomicI64 = AtomicI64::new(0);
+
+/// Waiters for sidechannels, keyed by id.
+#[derive(Clone, Default)]
+pub struct Registry(Arc<Mutex<HashMap<i64, oneshot::Sender<SidechannelStream>>>>);
+
+impl Registry {
+    /// Registers a waiter under a fresh id.
+    pub fn register(&self) -> (i64, oneshot::Receiver<SidechannelStream>) {
+        let id = NEXT_SIDECHANNEL_ID.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(id, tx);
+        (id, rx)
+    }
+
+    /// Removes the waiter for `id` (after the call, whether or not it ran).
+    pub fn remove(&self, id: i64) -> Option<oneshot::Sender<SidechannelStream>> {
+        self.lock().remove(&id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, oneshot::Sender<SidechannelStream>>> {
+        // A poisoned map only means another task panicked mid-insert; the map itself is fine.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A live connection: the gRPC channel and the sidechannel registry of its yamux session.
+pub struct Connection {
+    /// gRPC channel over the first yamux stream.
+    pub channel: Channel,
+    /// Where server-opened sidechannels are delivered.
+    pub registry: Registry,
+}
+
+/// Dials `address` with the backchannel handshake. Must run inside a tokio runtime (it spawns
+/// the yamux session driver).
+///
+/// # Errors
+/// Every connect failure is the reworded `Unavailable` error, as with Go's non-blocking dial;
+/// `tls://` is [`Error::Unsupported`] in this build.
+pub async fn connect(address: &Address) -> Result<Connection, Error> {
+    let socket = match address {
+        Address::Unix(path) => tokio::net::UnixStream::connect(path)
+            .await
+            .map(|s| Box::new(s) as Box<dyn IoDyn>),
+        Address::Tcp(host_port) | Address::Dns(host_port) => tcp(host_port).await,
+        Address::Tls(host_port) => crate::tls::connect(host_port).await?,
+    };
+    let socket = socket.map_err(|e| {
+        tracing::debug!(error = %e, "dialling Gitaly failed");
+        Error::unavailable(false)
+    })?;
+    start_session(socket).await
+}
+
+/// TCP connect (`tokio` resolves names and understands `[::1]:port`).
+pub(crate) async fn tcp(host_port: &str) -> io::Result<Box<dyn IoDyn>> {
+    let stream = tokio::net::TcpStream::connect(host_port).await?;
+    stream.set_nodelay(true)?;
+    Ok(Box::new(stream))
+}
+
+/// Object-safe async socket.
+pub trait IoDyn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> IoDyn for T {}
+
+async fn start_session(mut socket: Box<dyn IoDyn>) -> Result<Connection, Error> {
+    let io_unavailable = |e: io::Error| {
+        tracing::debug!(error = %e, "backchannel handshake with Gitaly failed");
+        Error::unavailable(false)
+    };
+    socket
+        .write_all(sidechannel::BACKCHANNEL_MAGIC)
+        .await
+        .map_err(io_unavailable)?;
+    socket.flush().await.map_err(io_unavailable)?;
+
+    let config = Config {
+        enable_keepalive: false,
+        max_stream_window_size: MAX_STREAM_WINDOW,
+        ..Config::default()
+    };
+    let mut session = Session::new_client(socket, config);
+    let mut control = session.control();
+    let registry = Registry::default();
+    let inbound_registry = registry.clone();
+    tokio::spawn(async move {
+        while let Some(next) = session.next().await {
+            match next {
+                Ok(stream) => {
+                    tokio::spawn(serve_inbound(stream, inbound_registry.clone()));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "yamux session with Gitaly ended");
+                    break;
+                }
+            }
+        }
+    });
+
+    let grpc_stream = control.open_stream().await.map_err(|e| {
+        tracing::debug!(error = %e, "opening the gRPC yamux stream failed");
+        Error::unavailable(false)
+    })?;
+    let slot = Arc::new(Mutex::new(Some(grpc_stream)));
+    let connector = tower::service_fn(move |_uri: http::Uri| {
+        let taken = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        async move {
+            // Gitaly's listenmux accepts exactly one client stream per session, so a reconnect
+            // cannot reuse this session: the next call dials afresh.
+            taken.map(TokioIo::new).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotConnected, "Gitaly connection closed")
+            })
+        }
+    });
+    let channel = Endpoint::from_static("http://gitaly")
+        .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_while_idle(true)
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| {
+            tracing::debug!(error = %e, "HTTP/2 handshake with Gitaly failed");
+            Error::unavailable(false)
+        })?;
+    Ok(Connection { channel, registry })
+}
+
+/// Handles one stream Gitaly opened: a sidechannel is answered `ok` and handed to its waiter;
+/// anything else is drained until it closes (the reverse gRPC dial only serves Praefect votes).
+async fn serve_inbound(mut stream: StreamHandle, registry: Registry) {
+    let mut magic = [0u8; 11];
+    let header = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut magic)).await;
+    if !matches!(header, Ok(Ok(_))) {
+        return;
+    }
+    match sidechannel::classify_inbound(&magic) {
+        InboundKind::Sidechannel => {
+            let mut id = [0u8; 8];
+            let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut id)).await;
+            if !matches!(read, Ok(Ok(_))) {
+                return;
+            }
+            let id = sidechannel::decode_sidechannel_id(id);
+            let Some(waiter) = registry.remove(id) else {
+                tracing::debug!(id, "sidechannel for an unknown id; closing it");
+                let _ = stream.shutdown().await;
+                return;
+            };
+            if stream.write_all(sidechannel::HANDSHAKE_OK).await.is_err() {
+                return;
+            }
+            // If the call already gave up, dropping the stream resets it.
+            let _ = waiter.send(stream);
+        }
+        InboundKind::Other => {
+            let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
+            let _ = stream.shutdown().await;
+        }
+    }
+}
