@@ -1,0 +1,134 @@
+//! Gitaly's v2 token check (gitaly.md §3.1; Gitaly `auth/rpccredentials.go`, `auth/token.go`).
+//!
+//! The client sends `authorization: Bearer v2.<hex HMAC-SHA256(token, ts)>.<ts>`; the server
+//! accepts timestamps up to 30 s away from its own clock in either direction.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tonic::{Request, Status};
+
+/// How far a token's timestamp may be from the server clock, in seconds.
+pub const TIMESTAMP_THRESHOLD_SECS: i64 = 30;
+
+/// Checks the `authorization` header value against `token` at Unix time `now`.
+/// `header` is the raw metadata value (`None` when absent).
+pub fn check(token: &str, header: Option<&str>, now: i64) -> Result<(), Status> {
+    let unauthenticated = || Status::unauthenticated("authentication required");
+    let header = header.ok_or_else(unauthenticated)?;
+    let (scheme, value) = header.split_once(' ').ok_or_else(unauthenticated)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(unauthenticated());
+    }
+    let parts: Vec<&str> = value.trim().splitn(3, '.').collect();
+    let [version, sig_hex, ts] = parts[..] else {
+        return Err(unauthenticated());
+    };
+    if version != "v2" {
+        return Err(Status::permission_denied(
+            "permission denied: invalid token version",
+        ));
+    }
+    let wrong_sig = || Status::permission_denied("permission denied: wrong hmac signature");
+    let sig = hex::decode(sig_hex).map_err(|_| wrong_sig())?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(token.as_bytes()).map_err(|_| wrong_sig())?;
+    mac.update(ts.as_bytes());
+    mac.verify_slice(&sig).map_err(|_| wrong_sig())?;
+    let issued: i64 = ts
+        .parse()
+        .map_err(|_| Status::permission_denied("permission denied: parse timestamp"))?;
+    if issued < now - TIMESTAMP_THRESHOLD_SECS {
+        return Err(Status::permission_denied(
+            "permission denied: token has expired",
+        ));
+    }
+    if issued > now + TIMESTAMP_THRESHOLD_SECS {
+        return Err(Status::permission_denied(
+            "permission denied: token's validity window is in future",
+        ));
+    }
+    Ok(())
+}
+
+/// Builds the `authorization` value a v2 client would send at Unix time `ts` (used by tests
+/// and handy for manual checks).
+pub fn v2_header(token: &str, ts: i64) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(token.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    let ts = ts.to_string();
+    mac.update(ts.as_bytes());
+    format!(
+        "Bearer v2.{}.{ts}",
+        hex::encode(mac.finalize().into_bytes())
+    )
+}
+
+/// Current Unix time in seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A tonic interceptor enforcing the token when one is configured.
+#[derive(Clone)]
+pub struct Interceptor {
+    /// The configured token; `None` allows everything (as Gitaly without `auth.token`).
+    pub token: Option<String>,
+}
+
+impl tonic::service::Interceptor for Interceptor {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let Some(token) = self.token.as_deref().filter(|t| !t.is_empty()) else {
+            return Ok(req);
+        };
+        let header = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        check(token, header, now())?;
+        Ok(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    const NOW: i64 = 1_732_440_000;
+
+    #[test]
+    fn accepts_within_29_seconds() {
+        for d in [-29, 0, 29, -30, 30] {
+            assert!(check("secret", Some(&v2_header("secret", NOW + d)), NOW).is_ok());
+        }
+    }
+
+    #[test]
+    fn rejects_31_seconds_off() {
+        let e = check("secret", Some(&v2_header("secret", NOW - 31)), NOW).unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied);
+        assert_eq!(e.message(), "permission denied: token has expired");
+        let e = check("secret", Some(&v2_header("secret", NOW + 31)), NOW).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "permission denied: token's validity window is in future"
+        );
+    }
+
+    #[test]
+    fn wrong_token_missing_header_and_version() {
+        let e = check("secret", Some(&v2_header("other", NOW)), NOW).unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied);
+        assert_eq!(e.message(), "permission denied: wrong hmac signature");
+        let e = check("secret", None, NOW).unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+        assert_eq!(e.message(), "authentication required");
+        let v1 = v2_header("secret", NOW).replacen("v2.", "v1.", 1);
+        let e = check("secret", Some(&v1), NOW).unwrap_err();
+        assert_eq!(e.message(), "permission denied: invalid token version");
+        let e = check("secret", Some("Bearer garbage"), NOW).unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+    }
+}
