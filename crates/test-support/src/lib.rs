@@ -1,1 +1,27 @@
-//! Test support.
+//! Test support for GitLab Shell's end-to-end tests, the demo and the benchmark.
+//!
+//! - [`Sandbox`]: a temporary GitLab Shell root (copies of the built `bin/*`, `config.yml`,
+//!   `.gitlab_shell_secret`) with the stub internal API and the dev Gitaly running in-process and
+//!   bare repositories on a storage folder; runs binaries exactly as sshd runs them.
+//! - [`Sshd`]: the real OpenSSH server on 127.0.0.1 with a private config rendered from
+//!   `support/sshd_config.tmpl`.
+//! - [`Cmd`] / [`Run`]: running programs with a deadline and asserting on exit code and output,
+//!   printing command, environment, stdout and stderr on failure.
+//! - [`ClientKey`], [`GitEnv`], [`Commit`]: client keys, deterministic git and seeded repositories.
+
+pub mod git;
+pub mod keys;
+pub mod paths;
+pub mod procs;
+pub mod run;
+pub mod sandbox;
+pub mod sshd;
+
+pub use dev_gitaly;
+pub use stub_api;
+
+pub use git::{Commit, GitEnv, random_bytes};
+pub use keys::ClientKey;
+pub use run::{Cmd, Run, Spawned};
+pub use sandbox::{Sandbox, SandboxBuilder};
+pub use sshd::Sshd;

@@ -1,0 +1,390 @@
+//! [`Sandbox`]: a GitLab Shell root for one test, laid out as an operator's install is
+//! (`<root>/bin/<binaries>`, `<root>/config.yml`, `<root>/.gitlab_shell_secret`), with the stub
+//! internal API and the dev Gitaly running in-process and the fixture's projects as bare
+//! repositories in a storage folder.
+//!
+//! The root lives under `<workspace>/target/e2e` (mode 0755 all the way up) because sshd refuses
+//! an `AuthorizedKeysCommand` below a group/world-writable folder such as `/tmp`; sockets live in a
+//! short `/tmp/glsXXXXXX` folder because unix socket paths are limited to ~108 bytes. Everything
+//! is stopped on drop; the root is removed unless the test is failing (then it is kept for a
+//! post-mortem and its path is printed).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use dev_gitaly::{DevGitaly, Listen, Options as GitalyOptions};
+use stub_api::fixture::{Fixture, Key};
+use stub_api::{StartOptions, StubApi};
+
+use crate::git::{Commit, GitEnv};
+use crate::keys::ClientKey;
+use crate::paths::{
+    PRODUCT_BINARIES, built_binary, current_user, make_dir, socket_dir, unique_dir,
+};
+use crate::run::{Cmd, Run};
+use crate::sshd::Sshd;
+
+/// The `SSH_CONNECTION` the sandbox passes by default: client 127.0.0.1:51234 → server :22.
+pub const SSH_CONNECTION: &str = "127.0.0.1 51234 127.0.0.1 22";
+
+/// The shared secret written to `.gitlab_shell_secret` unless the builder sets another.
+pub const DEFAULT_SECRET: &str = "e2e-shared-secret-0123456789abcdef";
+
+/// Gitaly token configured unless the builder sets another (empty = no auth).
+pub const DEFAULT_GITALY_TOKEN: &str = "e2e-gitaly-token";
+
+/// How GitLab Shell reaches the stub API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiTransport {
+    /// `gitlab_url: http://127.0.0.1:<port>`.
+    Tcp,
+    /// `gitlab_url: http+unix://<escaped socket path>`.
+    Unix,
+}
+
+/// Builder for [`Sandbox`]; start with [`Sandbox::builder`].
+pub struct SandboxBuilder {
+    root: PathBuf,
+    fixture: Fixture,
+    transport: ApiTransport,
+    gitaly: bool,
+    gitaly_token: String,
+    secret: Vec<u8>,
+    config_extra: String,
+    seeds: Vec<(String, Vec<Commit>)>,
+}
+
+impl SandboxBuilder {
+    /// The stub API's fixture (users, keys, projects, …); the Gitaly placement is filled in.
+    pub fn fixture(mut self, fixture: Fixture) -> Self {
+        self.fixture = fixture;
+        self
+    }
+
+    /// The fixture as YAML text (schema in `stub_api::fixture`). Panics on invalid YAML.
+    #[track_caller]
+    pub fn fixture_yaml(self, yaml: &str) -> Self {
+        match Fixture::from_yaml_str(yaml) {
+            Ok(f) => self.fixture(f),
+            Err(e) => panic!("bad fixture: {e:#}"),
+        }
+    }
+
+    /// Generates a client key in `<root>/keys/<name>` and registers it in the fixture as key
+    /// `id` of `user` (`None`: an orphan key). Call after [`SandboxBuilder::fixture`].
+    pub fn client_key(&mut self, name: &str, id: u64, user: Option<&str>) -> ClientKey {
+        let dir = self.root.join("keys");
+        make_dir(&dir);
+        let key = ClientKey::generate(&dir, name);
+        self.fixture.keys.push(Key {
+            id,
+            user: user.map(str::to_owned),
+            key: key.public_line.clone(),
+            title: name.to_owned(),
+        });
+        key
+    }
+
+    /// Reach the stub API over TCP (default) or its unix socket.
+    pub fn api_transport(mut self, transport: ApiTransport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Whether to start the dev Gitaly and create the repositories (default: yes).
+    pub fn gitaly(mut self, on: bool) -> Self {
+        self.gitaly = on;
+        self
+    }
+
+    /// The Gitaly token (default [`DEFAULT_GITALY_TOKEN`]; empty disables authentication).
+    pub fn gitaly_token(mut self, token: &str) -> Self {
+        self.gitaly_token = token.to_owned();
+        self
+    }
+
+    /// Contents of `.gitlab_shell_secret` (default [`DEFAULT_SECRET`]).
+    pub fn secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.secret = secret.into();
+        self
+    }
+
+    /// Extra lines appended to `config.yml`.
+    pub fn config_extra(mut self, yaml: &str) -> Self {
+        self.config_extra.push_str(yaml);
+        if !self.config_extra.ends_with('\n') {
+            self.config_extra.push('\n');
+        }
+        self
+    }
+
+    /// Commits to put into a project's repository (by project path) before the test starts.
+    pub fn seed(mut self, project: &str, commits: Vec<Commit>) -> Self {
+        self.seeds.push((project.to_owned(), commits));
+        self
+    }
+
+    /// Builds the root, starts the servers, creates and seeds the repositories.
+    #[track_caller]
+    pub fn build(self) -> Sandbox {
+        let root = self.root;
+        let bin = root.join("bin");
+        make_dir(&bin);
+        for name in PRODUCT_BINARIES {
+            install(&built_binary(name), &bin.join(name));
+        }
+        write(&root.join(".gitlab_shell_secret"), &self.secret, 0o600);
+        let storage = root.join("storage");
+        make_dir(&storage);
+        let home = root.join("home");
+        let git = GitEnv::new(&home);
+        let sockets = socket_dir();
+
+        let secret_file = root.join(".gitlab_shell_secret");
+        let api = match StubApi::start(
+            self.fixture,
+            StartOptions {
+                secret: Some(self.secret.clone()),
+                unix_socket: Some(sockets.path().join("api.sock")),
+                tcp: true,
+            },
+        ) {
+            Ok(api) => api,
+            Err(e) => panic!("cannot start the stub API: {e:#}"),
+        };
+        let gitaly = if self.gitaly {
+            let mut options = GitalyOptions::new(&storage);
+            options.listen = Listen::Unix(sockets.path().join("gitaly.sock"));
+            options.token = Some(self.gitaly_token.clone()).filter(|t| !t.is_empty());
+            options.gitlab_url = Some(api.tcp_url());
+            options.secret_file = Some(secret_file);
+            options.hook_binary = Some(built_binary("dev-gitaly"));
+            let server = match DevGitaly::start(options) {
+                Ok(g) => g,
+                Err(e) => panic!("cannot start the dev Gitaly: {e:#}"),
+            };
+            api.set_gitaly(server.address(), self.gitaly_token.clone());
+            Some(server)
+        } else {
+            None
+        };
+        let fixture = api.fixture();
+        if self.gitaly {
+            for project in &fixture.projects {
+                let path = storage.join(project.relative_path());
+                if !path.exists() {
+                    git.init_bare(&path);
+                }
+            }
+        }
+        let gitlab_url = match self.transport {
+            ApiTransport::Tcp => api.tcp_url(),
+            ApiTransport::Unix => api.gitlab_url_unix().unwrap_or_default(),
+        };
+        let config = format!(
+            "# Written by test-support's Sandbox.\n\
+             user: {user}\n\
+             gitlab_url: \"{gitlab_url}\"\n\
+             log_file: \"{log}\"\n\
+             log_level: debug\n\
+             {extra}",
+            user = current_user(),
+            log = root.join("gitlab-shell.log").display(),
+            extra = self.config_extra,
+        );
+        write(&root.join("config.yml"), config.as_bytes(), 0o644);
+
+        let sandbox = Sandbox {
+            root,
+            storage,
+            git,
+            api,
+            gitaly,
+            _sockets: sockets,
+        };
+        for (project, commits) in &self.seeds {
+            let path = sandbox.repo_path(project);
+            sandbox.git.seed(&path, commits);
+        }
+        sandbox
+    }
+}
+
+/// A GitLab Shell root with its servers; see the module docs.
+pub struct Sandbox {
+    root: PathBuf,
+    storage: PathBuf,
+    git: GitEnv,
+    api: StubApi,
+    gitaly: Option<DevGitaly>,
+    _sockets: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// Starts building a sandbox; `name` appears in the root's folder name.
+    pub fn builder(name: &str) -> SandboxBuilder {
+        SandboxBuilder {
+            root: unique_dir(name),
+            fixture: Fixture::default(),
+            transport: ApiTransport::Tcp,
+            gitaly: true,
+            gitaly_token: DEFAULT_GITALY_TOKEN.to_owned(),
+            secret: DEFAULT_SECRET.as_bytes().to_vec(),
+            config_extra: String::new(),
+            seeds: Vec::new(),
+        }
+    }
+
+    /// The GitLab Shell root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<root>/bin/<name>`.
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.root.join("bin").join(name)
+    }
+
+    /// The Gitaly storage folder.
+    pub fn storage(&self) -> &Path {
+        &self.storage
+    }
+
+    /// The fixture the stub API serves now (with the Gitaly placement filled in).
+    pub fn fixture(&self) -> Fixture {
+        self.api.fixture()
+    }
+
+    /// The stub API.
+    pub fn api(&self) -> &StubApi {
+        &self.api
+    }
+
+    /// The dev Gitaly, when started.
+    pub fn gitaly(&self) -> Option<&DevGitaly> {
+        self.gitaly.as_ref()
+    }
+
+    /// A client-side git environment with its own `HOME` inside the root.
+    pub fn git(&self) -> &GitEnv {
+        &self.git
+    }
+
+    /// Path of a project's bare repository in the storage. Panics for unknown projects.
+    #[track_caller]
+    pub fn repo_path(&self, project: &str) -> PathBuf {
+        match self.api.fixture().project_by_path(project) {
+            Some(p) => self.storage.join(p.relative_path()),
+            None => panic!("project {project} is not in the fixture"),
+        }
+    }
+
+    /// A scratch folder `<root>/work/<name>` (created).
+    pub fn work_dir(&self, name: &str) -> PathBuf {
+        let dir = self.root.join("work").join(name);
+        make_dir(&dir);
+        dir
+    }
+
+    /// Everything GitLab Shell logged so far.
+    pub fn log(&self) -> String {
+        fs::read(self.root.join("gitlab-shell.log"))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Replaces `config.yml`.
+    #[track_caller]
+    pub fn write_config(&self, yaml: &str) {
+        write(&self.root.join("config.yml"), yaml.as_bytes(), 0o644);
+    }
+
+    /// `<root>/bin/<binary>` with the environment sshd gives a session (PATH, HOME, USER,
+    /// LOGNAME, SHELL) and nothing else.
+    pub fn cmd(&self, binary: &str) -> Cmd {
+        let user = current_user();
+        Cmd::new(self.bin(binary))
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", self.git.home())
+            .env("USER", &user)
+            .env("LOGNAME", &user)
+            .env("SHELL", "/bin/sh")
+            .current_dir(self.git.home())
+    }
+
+    /// `gitlab-shell <args>` as sshd runs the forced command for `SSH_ORIGINAL_COMMAND` =
+    /// `command` (`None`: no command, i.e. the welcome message), from [`SSH_CONNECTION`].
+    pub fn shell(&self, args: &[&str], command: Option<&str>) -> Cmd {
+        let mut cmd = self
+            .cmd("gitlab-shell")
+            .args(args)
+            .env("SSH_CONNECTION", SSH_CONNECTION)
+            .env("SSH_CLIENT", "127.0.0.1 51234 22");
+        if let Some(c) = command {
+            cmd = cmd.env("SSH_ORIGINAL_COMMAND", c);
+        }
+        cmd
+    }
+
+    /// Runs `<root>/bin/<binary> <args>` exactly as sshd would: the session environment of
+    /// [`Sandbox::cmd`] plus `env` (e.g. `SSH_CONNECTION`, `SSH_ORIGINAL_COMMAND`,
+    /// `GIT_PROTOCOL`), with `stdin` as input.
+    #[track_caller]
+    pub fn run(&self, binary: &str, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Run {
+        self.cmd(binary)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(stdin)
+            .run()
+    }
+
+    /// Starts a private sshd whose `AuthorizedKeysCommand` is this root's keys check.
+    #[track_caller]
+    pub fn sshd(&self) -> Sshd {
+        Sshd::start(&self.root)
+    }
+
+    /// `git` configured to reach `sshd` with `key` (`GIT_SSH_COMMAND`).
+    pub fn git_via(&self, sshd: &Sshd, key: &ClientKey) -> Cmd {
+        self.git.git().env("GIT_SSH_COMMAND", sshd.ssh_command(key))
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln_kept(&self.root);
+        } else {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+#[expect(
+    clippy::print_stderr,
+    reason = "tell the developer where the evidence is"
+)]
+fn eprintln_kept(root: &Path) {
+    eprintln!("sandbox kept for inspection: {}", root.display());
+}
+
+/// Copies a built binary into the sandbox with mode 0755 (a copy, not a link: a rebuild while
+/// tests run must not change or lock the sandbox's binaries).
+#[track_caller]
+fn install(from: &Path, to: &Path) {
+    let _ = fs::remove_file(to);
+    if let Err(e) = fs::copy(from, to) {
+        panic!("cannot copy {} to {}: {e}", from.display(), to.display());
+    }
+    let _ = fs::set_permissions(to, fs::Permissions::from_mode(0o755));
+}
+
+#[track_caller]
+fn write(path: &Path, bytes: &[u8], mode: u32) {
+    if let Err(e) = fs::write(path, bytes) {
+        panic!("cannot write {}: {e}", path.display());
+    }
+    let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
+}
