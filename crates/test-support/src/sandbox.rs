@@ -388,3 +388,72 @@ fn write(path: &Path, bytes: &[u8], mode: u32) {
     }
     let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read as _, Write as _};
+
+    #[test]
+    fn builds_a_root_with_servers_and_seeded_repositories() {
+        let mut builder = Sandbox::builder("sandbox-selftest").fixture_yaml(
+            "users: [{ id: 1, username: alice }]\n\
+             projects: [{ path: group/project, id: 1, members: { alice: admin } }]\n",
+        );
+        let key = builder.client_key("alice", 7, Some("alice"));
+        let sandbox = builder
+            .api_transport(ApiTransport::Unix)
+            .config_extra("pat:\n  enabled: false")
+            .seed(
+                "group/project",
+                vec![Commit::new("main", "m\n", "README", "hi\n")],
+            )
+            .build();
+        let root = sandbox.root().to_owned();
+
+        for name in PRODUCT_BINARIES {
+            let mode = fs::metadata(sandbox.bin(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o755, "{name}");
+        }
+        assert!(crate::paths::sshd_safe(
+            &sandbox.bin("gitlab-shell-authorized-keys-check")
+        ));
+        assert_eq!(
+            fs::read(root.join(".gitlab_shell_secret")).unwrap(),
+            DEFAULT_SECRET.as_bytes()
+        );
+        let config = fs::read_to_string(root.join("config.yml")).unwrap();
+        let socket = sandbox.api().unix_socket().unwrap().to_owned();
+        assert!(socket.as_os_str().len() < 100, "{}", socket.display());
+        assert!(
+            config.contains("gitlab_url: \"http+unix://%2Ftmp%2Fgls"),
+            "{config}"
+        );
+        assert!(config.ends_with("pat:\n  enabled: false\n"), "{config}");
+
+        let fixture = sandbox.fixture();
+        assert_eq!(fixture.gitaly.address, sandbox.gitaly().unwrap().address());
+        assert_eq!(fixture.gitaly.token, DEFAULT_GITALY_TOKEN);
+        assert_eq!(fixture.key_by_blob(&key.blob).map(|k| k.id), Some(7));
+        let repo = sandbox.repo_path("group/project");
+        assert_eq!(repo, sandbox.storage().join("group/project.git"));
+        assert!(sandbox.git().rev_parse(&repo, "main").is_some());
+
+        // The API is up and checks the JWT: a request without one is refused.
+        let mut conn = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        conn.write_all(
+            b"GET /api/v4/internal/check HTTP/1.1\r\nHost: unix\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+
+        drop(sandbox);
+        assert!(!root.exists());
+        assert!(!socket.exists());
+    }
+}
