@@ -8,6 +8,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -138,6 +139,15 @@ struct Shared {
     requests: Mutex<Vec<RecordedRequest>>,
     faults: Mutex<Vec<FaultRule>>,
     secret: Option<Vec<u8>>,
+    recording: AtomicBool,
+}
+
+impl Shared {
+    fn record(&self, request: RecordedRequest) {
+        if self.recording.load(Ordering::Relaxed) {
+            lock(&self.requests).push(request);
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -213,6 +223,7 @@ impl StubApi {
             requests: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
             secret: options.secret,
+            recording: AtomicBool::new(true),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -317,6 +328,12 @@ impl StubApi {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Turns request recording on (the default) or off; long benchmark runs turn it off so
+    /// memory stays flat.
+    pub fn set_recording(&self, on: bool) {
+        self.shared.recording.store(on, Ordering::Relaxed);
     }
 
     /// Forgets the recorded requests.
@@ -507,7 +524,7 @@ async fn handle(
         tokio::time::sleep(delay).await;
     }
     if let Some(fault) = answer {
-        lock(&shared.requests).push(recorded);
+        shared.record(recorded);
         return fault_response(fault);
     }
     let unauthorized = shared
@@ -515,7 +532,7 @@ async fn handle(
         .as_deref()
         .is_some_and(|secret| !jwt_valid(secret, &recorded));
     let body_json = recorded.body.clone();
-    lock(&shared.requests).push(recorded);
+    shared.record(recorded);
     if unauthorized {
         return Ok(json_response(
             401,

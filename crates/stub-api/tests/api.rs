@@ -867,6 +867,17 @@ fn non_json_bodies_are_recorded_as_text() {
 }
 
 #[test]
+fn recording_can_be_switched_off() {
+    let (api, t) = start();
+    api.set_recording(false);
+    assert_eq!(get(&t, "/api/v4/internal/check").status, 200);
+    assert!(api.requests().is_empty());
+    api.set_recording(true);
+    get(&t, "/api/v4/internal/check");
+    assert_eq!(api.requests().len(), 1);
+}
+
+#[test]
 fn wait_for_requests_sees_requests_made_from_another_thread() {
     let (api, t) = start();
     let t2 = t.clone();

@@ -34,6 +34,9 @@ struct Cli {
     /// Gitaly token to return from /allowed (overrides the fixture).
     #[arg(long)]
     gitaly_token: Option<String>,
+    /// Do not keep a record of the requests (long benchmark runs).
+    #[arg(long)]
+    no_record: bool,
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -60,6 +63,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(addr) => StubApi::start_on(fixture, options, addr)?,
         None => StubApi::start(fixture, options)?,
     };
+    api.set_recording(!cli.no_record);
     let mut urls = Vec::new();
     if api.tcp_addr().is_some() {
         urls.push(api.tcp_url());
