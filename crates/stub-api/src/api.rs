@@ -256,6 +256,12 @@ fn project_for<'f>(fixture: &'f Fixture, params: &Params<'_>) -> Option<&'f Proj
     params
         .get("project")
         .and_then(|path| fixture.project_by_path(&path))
+        .or_else(|| {
+            // Gitaly's hooks send the absolute path on disk as `project`.
+            params
+                .present("relative_path")
+                .and_then(|rel| fixture.project_by_relative_path(&rel))
+        })
 }
 
 fn allowed(fixture: &Fixture, params: &Params<'_>) -> Reply {

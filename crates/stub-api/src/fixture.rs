@@ -168,24 +168,23 @@ impl Fixture {
         self.project_by_id(id)
     }
 
-    /// The project named by a repository argument as GitLab Shell or a hook sends it.
+    /// The project named by a repository argument as GitLab Shell sends it.
     ///
     /// Like Rails, a leading `/` and a trailing `.git` are ignored and the match is
-    /// case-insensitive. Gitaly's hooks send the absolute path on disk instead, so a path that
-    /// ends with `/<relative_path>` of a project also matches.
+    /// case-insensitive.
     pub fn project_by_path(&self, raw: &str) -> Option<&Project> {
         let wanted = normalize_project_path(raw);
         self.projects
             .iter()
             .find(|p| p.path.eq_ignore_ascii_case(wanted))
-            .or_else(|| {
-                self.projects.iter().find(|p| {
-                    let rel = p.relative_path();
-                    raw.len() > rel.len()
-                        && raw.ends_with(rel.as_str())
-                        && raw[..raw.len() - rel.len()].ends_with('/')
-                })
-            })
+    }
+
+    /// The project stored at this storage-relative path (Gitaly's hooks send it as
+    /// `relative_path`, next to the absolute path on disk as `project`).
+    pub fn project_by_relative_path(&self, relative_path: &str) -> Option<&Project> {
+        self.projects
+            .iter()
+            .find(|p| p.relative_path() == relative_path)
     }
 }
 
@@ -527,16 +526,23 @@ mod tests {
             "projects:\n  - { path: group/Project, id: 7, relative_path: '@hashed/aa/bb.git' }\n",
         )
         .unwrap();
-        for raw in [
-            "group/project",
-            "/group/Project.git",
-            "group/project.git",
-            "/srv/repos/@hashed/aa/bb.git",
-        ] {
+        for raw in ["group/project", "/group/Project.git", "group/project.git"] {
             assert_eq!(fixture.project_by_path(raw).map(|p| p.id), Some(7), "{raw}");
         }
-        assert!(fixture.project_by_path("group/other").is_none());
-        assert!(fixture.project_by_path("x@hashed/aa/bb.git").is_none());
+        for raw in [
+            "group/other",
+            "/srv/repos/@hashed/aa/bb.git",
+            "x/group/project",
+        ] {
+            assert!(fixture.project_by_path(raw).is_none(), "{raw}");
+        }
+        assert_eq!(
+            fixture
+                .project_by_relative_path("@hashed/aa/bb.git")
+                .unwrap()
+                .id,
+            7
+        );
         assert_eq!(fixture.project_by_gl_repository("project-7").unwrap().id, 7);
     }
 

@@ -365,6 +365,12 @@ fn allowed_denials_use_rails_words_and_codes() {
             NOT_FOUND,
         ),
         (
+            "a path that only ends like a project",
+            json!({"action": "git-upload-pack", "project": "x/group/private", "key_id": "10"}),
+            404,
+            NOT_FOUND,
+        ),
+        (
             "private project, not a member",
             json!({"action": "git-upload-pack", "project": "group/readonly", "key_id": "10"}),
             404,
