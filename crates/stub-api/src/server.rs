@@ -518,21 +518,22 @@ async fn handle(
         None => path.clone(),
     };
 
+    let unauthorized = shared
+        .secret
+        .as_deref()
+        .is_some_and(|secret| !jwt_valid(secret, &recorded));
+    let body_json = recorded.body.clone();
+    // Record on arrival, so a test whose client gave up during a delay still sees it.
+    shared.record(recorded);
+
     // Faults first: delay rules add up, the first other matching rule answers.
     let (delay, answer) = take_faults(&shared, &path, &route);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     if let Some(fault) = answer {
-        shared.record(recorded);
         return fault_response(fault);
     }
-    let unauthorized = shared
-        .secret
-        .as_deref()
-        .is_some_and(|secret| !jwt_valid(secret, &recorded));
-    let body_json = recorded.body.clone();
-    shared.record(recorded);
     if unauthorized {
         return Ok(json_response(
             401,
@@ -609,6 +610,7 @@ fn fault_response(fault: Fault) -> Result<Response<Body>, DropConnection> {
             }
             Ok(response)
         }
+        // `take_faults` never returns a delay as the answer; treat one like a hang-up.
         Fault::CloseConnection | Fault::Delay(_) => Err(DropConnection),
     }
 }

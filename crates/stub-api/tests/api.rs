@@ -1065,6 +1065,23 @@ fn delay_fault_then_normal_answer() {
 }
 
 #[test]
+fn delayed_requests_are_recorded_on_arrival() {
+    let (api, t) = start();
+    api.set_fault("/allowed", Fault::Delay(Duration::from_secs(30)));
+    let Target::Tcp(addr) = &t else {
+        unreachable!()
+    };
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(
+        b"POST /api/v4/internal/allowed HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .unwrap();
+    let found = api.wait_for_requests("/allowed", 1, Duration::from_secs(5));
+    assert_eq!(found.len(), 1, "recorded while the answer is still delayed");
+    drop(s);
+}
+
+#[test]
 fn delay_fault_followed_by_status_fault() {
     let (api, t) = start();
     api.set_fault("/check", Fault::Delay(Duration::from_millis(200)));
