@@ -1,0 +1,630 @@
+//! The internal-API base client (GitLab Shell's `client/gitlabnet.go` + `httpclient.go`,
+//! behaviour §2.4 and §3): URL schemes (`http://`, `https://`, `http+unix://`), the
+//! `/api/v4/internal` prefix, the `Gitlab-Shell-Api-Request` JWT, basic auth, user agent,
+//! correlation id, timeouts, retries, and error parsing. One small module per endpoint sits on
+//! top of it; commands never build URLs or JSON themselves.
+
+pub mod allowed;
+pub mod authorized_keys;
+pub mod check;
+pub mod discover;
+pub mod git_audit_event;
+pub mod lfs_authenticate;
+pub mod personal_access_token;
+pub mod two_factor_manual_otp_check;
+pub mod two_factor_push_otp_check;
+pub mod two_factor_recovery_codes;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::Method;
+use reqwest::blocking::Client as HttpClient;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::Config;
+use crate::messages;
+
+/// Prefix of every internal API path.
+pub const INTERNAL_API_PATH: &str = "/api/v4/internal";
+const USER_AGENT: &str = "GitLab-Shell";
+const JWT_HEADER: &str = "Gitlab-Shell-Api-Request";
+const JWT_ISSUER: &str = "gitlab-shell";
+const JWT_TTL_SECS: u64 = 60;
+const ATTEMPTS: usize = 3;
+
+/// Internal API failures; `Display` is GitLab Shell's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// 4xx/5xx (not retried) with a JSON body: its `message` (possibly empty).
+    #[error("{message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The body's `message`.
+        message: String,
+    },
+    /// 4xx/5xx with an empty or non-JSON body.
+    #[error("Internal API error ({0})")]
+    Status(u16),
+    /// Transport failure, or 429/5xx after every attempt.
+    #[error("{}", messages::INTERNAL_API_UNREACHABLE)]
+    Unreachable,
+    /// 2xx/3xx whose body is not the expected JSON.
+    #[error("{}", messages::PARSING_FAILED)]
+    Parse,
+    /// The client could not be created (unknown scheme, missing CA file, TLS set-up).
+    #[error("error creating http client: {0}")]
+    Client(String),
+    /// A `success: false` answer or a client-side refusal; the text as is.
+    #[error("{0}")]
+    Message(String),
+}
+
+/// A decoded answer with its HTTP status (300 matters for `/allowed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply<T> {
+    /// HTTP status (200–399).
+    pub status: u16,
+    /// Decoded body (`null` decodes to the default value).
+    pub body: T,
+}
+
+/// The scheme-specific part of the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `http://` or `https://`: the URL with its trailing `/` trimmed.
+    Tcp(String),
+    /// `http+unix://<path>` (+ relative URL root): socket path and `http://unix[/<root>]`.
+    Unix {
+        /// Socket path (a relative one resolves against the cwd).
+        socket: String,
+        /// `http://unix[/<root>]`.
+        host: String,
+    },
+}
+
+impl Target {
+    /// Parses `gitlab_url` (already unescaped) and `gitlab_relative_url_root`.
+    pub fn parse(gitlab_url: &str, relative_root: &str) -> Result<Target, Error> {
+        if let Some(socket) = gitlab_url.strip_prefix("http+unix://") {
+            let root = relative_root.trim_matches('/');
+            let host = if root.is_empty() {
+                "http://unix".to_owned()
+            } else {
+                format!("http://unix/{root}")
+            };
+            Ok(Target::Unix {
+                socket: socket.to_owned(),
+                host,
+            })
+        } else if gitlab_url.starts_with("http://") || gitlab_url.starts_with("https://") {
+            Ok(Target::Tcp(gitlab_url.trim_end_matches('/').to_owned()))
+        } else {
+            Err(Error::Client("unknown GitLab URL prefix".into()))
+        }
+    }
+
+    fn host(&self) -> &str {
+        match self {
+            Target::Tcp(h) => h,
+            Target::Unix { host, .. } => host,
+        }
+    }
+
+    /// The full URL for an endpoint path (`/allowed` → `<host>/api/v4/internal/allowed`).
+    pub fn url(&self, path: &str) -> String {
+        let mut p = String::with_capacity(path.len() + INTERNAL_API_PATH.len() + 1);
+        if !path.starts_with('/') {
+            p.push('/');
+        }
+        p.push_str(path);
+        if !p.starts_with(INTERNAL_API_PATH) {
+            p.insert_str(0, INTERNAL_API_PATH);
+        }
+        format!(
+            "{}/{}",
+            self.host().trim_end_matches('/'),
+            p.trim_start_matches('/')
+        )
+    }
+}
+
+/// `{"iss":"gitlab-shell","exp":…,"iat":…}`, in jwt-go's field order.
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// Always `gitlab-shell`.
+    pub iss: String,
+    /// `iat` + 60 s.
+    pub exp: u64,
+    /// Issue time (Unix seconds).
+    pub iat: u64,
+}
+
+/// Go's `strings.TrimSpace` on the secret bytes.
+pub fn trim_secret(secret: &[u8]) -> &[u8] {
+    match std::str::from_utf8(secret) {
+        Ok(s) => s.trim().as_bytes(),
+        Err(_) => secret.trim_ascii(),
+    }
+}
+
+/// The JWT for one logical request, HS256 with the trimmed secret.
+pub fn sign_jwt(secret: &[u8], now: u64) -> Result<String, Error> {
+    let claims = Claims {
+        iss: JWT_ISSUER.into(),
+        exp: now + JWT_TTL_SECS,
+        iat: now,
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(trim_secret(secret)),
+    )
+    .map_err(|e| Error::Client(format!("failed to sign JWT: {e}")))
+}
+
+struct Inner {
+    http: HttpClient,
+    target: Target,
+    secret: Vec<u8>,
+    basic: Option<(String, String)>,
+    correlation_id: String,
+    retry_waits: [Duration; 2],
+}
+
+/// The internal API client; cheap to clone (threads of `2fa_verify` share it).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+fn https_tls(config: &Config) -> Result<rustls::ClientConfig, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_roots();
+    for cert in native {
+        let _ = roots.add(cert);
+    }
+    let mut add_pem_file = |path: &std::path::Path| -> bool {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                for cert in pem_certs(&bytes) {
+                    let _ = roots.add(cert);
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    };
+    let hs = &config.http_settings;
+    if !hs.ca_file.is_empty() && !add_pem_file(std::path::Path::new(&hs.ca_file)) {
+        return Err(Error::Client(format!(
+            "cannot find cafile '{}': cafile not found",
+            hs.ca_file
+        )));
+    }
+    for dir in [&hs.ca_path, &config.ssl_cert_dir] {
+        if dir.is_empty() {
+            continue;
+        }
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_file()) {
+                    add_pem_file(&e.path());
+                }
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| Error::Client(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tls)
+}
+
+/// PEM `CERTIFICATE` blocks of a bundle, decoded to DER.
+fn pem_certs(bytes: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use base64::Engine as _;
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = Vec::new();
+    let mut rest = text.as_ref();
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let body = &rest[start + 27..];
+        let Some(end) = body.find("-----END CERTIFICATE-----") else {
+            break;
+        };
+        let b64: String = body[..end].chars().filter(|c| !c.is_whitespace()).collect();
+        if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(b64) {
+            out.push(rustls::pki_types::CertificateDer::from(der));
+        }
+        rest = &body[end..];
+    }
+    out
+}
+
+/// The system trust store: the usual bundle files, as Go's crypto/x509 looks for them.
+fn rustls_native_roots() -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    for f in [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/ca-bundle.pem",
+        "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+        "/etc/ssl/cert.pem",
+    ] {
+        if let Ok(bytes) = std::fs::read(f) {
+            return pem_certs(&bytes);
+        }
+    }
+    Vec::new()
+}
+
+/// A TLS config that is never used to connect: reqwest wants one even for http and unix
+/// targets, and building this one reads no files and loads no trust store.
+fn unused_tls() -> Result<rustls::ClientConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| Error::Client(e.to_string()))?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth())
+}
+
+impl Client {
+    /// Creates the client for `config`'s `gitlab_url`.
+    pub fn new(config: &Config, correlation_id: &str) -> Result<Client, Error> {
+        let target = Target::parse(&config.gitlab_url, &config.gitlab_relative_url_root)?;
+        let mut builder = HttpClient::builder()
+            .timeout(config.http_settings.read_timeout())
+            .user_agent(USER_AGENT)
+            .tls_built_in_root_certs(false)
+            .http1_only()
+            .pool_max_idle_per_host(0)
+            .no_proxy();
+        builder = match &target {
+            Target::Unix { socket, .. } => builder
+                .unix_socket(socket.as_str())
+                .use_preconfigured_tls(unused_tls()?),
+            Target::Tcp(url) if url.starts_with("https://") => {
+                builder.use_preconfigured_tls(https_tls(config)?)
+            }
+            Target::Tcp(_) => builder.use_preconfigured_tls(unused_tls()?),
+        };
+        let http = builder.build().map_err(|e| Error::Client(e.to_string()))?;
+        let hs = &config.http_settings;
+        let basic = (!hs.user.is_empty() && !hs.password.is_empty())
+            .then(|| (hs.user.clone(), hs.password.clone()));
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                target,
+                secret: config.secret.clone(),
+                basic,
+                correlation_id: correlation_id.to_owned(),
+                retry_waits: [Duration::from_secs(1), Duration::from_secs(2)],
+            }),
+        })
+    }
+
+    /// Same client with other retry waits (tests keep retries fast).
+    pub fn with_retry_waits(self, waits: [Duration; 2]) -> Client {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.retry_waits = waits;
+                Client {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => Client { inner },
+        }
+    }
+
+    /// `GET <path>` decoded as `T`.
+    pub fn get<T: DeserializeOwned + Default>(&self, path: &str) -> Result<Reply<T>, Error> {
+        let (status, body) = self.execute(Method::GET, path, None)?;
+        decode(status, &body)
+    }
+
+    /// `POST <path>` with a JSON body, decoded as `T`.
+    pub fn post<B: Serialize, T: DeserializeOwned + Default>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Reply<T>, Error> {
+        let json = serde_json::to_vec(body).map_err(|e| Error::Client(e.to_string()))?;
+        let (status, body) = self.execute(Method::POST, path, Some(json))?;
+        decode(status, &body)
+    }
+
+    /// Sends with retries (§3.2) and maps statuses (§3.3); returns a 2xx/3xx status and body.
+    fn execute(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Vec<u8>), Error> {
+        let inner = &self.inner;
+        let url = inner.target.url(path);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let jwt = sign_jwt(&inner.secret, now)?;
+        for attempt in 0..ATTEMPTS {
+            let mut req = inner
+                .http
+                .request(method.clone(), &url)
+                .header(JWT_HEADER, &jwt)
+                .header("Content-Type", "application/json")
+                .header("X-Request-ID", &inner.correlation_id)
+                .header("Connection", "close");
+            if let Some((user, password)) = &inner.basic {
+                req = req.basic_auth(user, Some(password));
+            }
+            if let Some(b) = &body {
+                req = req.body(b.clone());
+            }
+            let started = Instant::now();
+            let last = attempt + 1 == ATTEMPTS;
+            let wait = inner.retry_waits[attempt.min(1)];
+            let outcome = req.send().and_then(|resp| {
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get("Retry-After")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                resp.bytes().map(|b| (status, retry_after, b.to_vec()))
+            });
+            let duration_ms = started.elapsed().as_millis() as u64;
+            match outcome {
+                Ok((status, retry_after, bytes)) => {
+                    if status >= 400 {
+                        tracing::error!(method = %method, url = %url, duration_ms, status, content_length_bytes = bytes.len() as u64, "Internal API error");
+                    } else {
+                        tracing::info!(method = %method, url = %url, duration_ms, status, content_length_bytes = bytes.len() as u64, "Finished HTTP request");
+                    }
+                    if retryable_status(status) {
+                        if last {
+                            return Err(Error::Unreachable);
+                        }
+                        let wait = match (status, retry_after) {
+                            (429 | 503, Some(s)) => Duration::from_secs(s),
+                            _ => wait,
+                        };
+                        std::thread::sleep(wait);
+                        continue;
+                    }
+                    if status >= 400 {
+                        return Err(error_from_body(status, &bytes));
+                    }
+                    return Ok((status, bytes));
+                }
+                Err(e) => {
+                    tracing::error!(method = %method, url = %url, duration_ms, error = %e, "Internal API unreachable");
+                    if last || !retryable_error(&e) {
+                        return Err(Error::Unreachable);
+                    }
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+        Err(Error::Unreachable)
+    }
+}
+
+/// go-retryablehttp's `DefaultRetryPolicy` on a response.
+pub fn retryable_status(status: u16) -> bool {
+    status == 0 || status == 429 || (status >= 500 && status != 501)
+}
+
+/// Transport errors are retried, except certificate verification failures.
+fn retryable_error(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(rustls::Error::InvalidCertificate(_)) = s.downcast_ref::<rustls::Error>() {
+            return false;
+        }
+        source = s.source();
+    }
+    !e.is_builder()
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    message: String,
+}
+
+/// §3.3: the JSON `message` (even empty), else `Internal API error (<status>)`.
+pub fn error_from_body(status: u16, body: &[u8]) -> Error {
+    let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<Option<ErrorBody>>();
+    match stream.next() {
+        Some(Ok(parsed)) => Error::Api {
+            status,
+            message: parsed.map(|b| b.message).unwrap_or_default(),
+        },
+        _ => Error::Status(status),
+    }
+}
+
+/// Decodes a 2xx/3xx body; JSON `null` gives the default value.
+pub fn decode<T: DeserializeOwned + Default>(status: u16, body: &[u8]) -> Result<Reply<T>, Error> {
+    let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<Option<T>>();
+    match stream.next() {
+        Some(Ok(v)) => Ok(Reply {
+            status,
+            body: v.unwrap_or_default(),
+        }),
+        _ => Err(Error::Parse),
+    }
+}
+
+/// Go's `url.QueryEscape`: unreserved `A-Za-z0-9-_.~` kept, space → `+`, the rest `%XX`.
+pub fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => {
+                let _ = std::fmt::Write::write_fmt(&mut out, format_args!("%{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
+/// Who a 2FA/PAT request is about: the key id from argv, or the user id found by `/discover`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UserRef {
+    /// `key_id` (string), omitted when empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub key_id: String,
+    /// `user_id` (number), omitted when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub user_id: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_building() {
+        let t = Target::parse("http://gitlab.example.com/prefix/", "").unwrap();
+        assert_eq!(
+            t.url("/allowed"),
+            "http://gitlab.example.com/prefix/api/v4/internal/allowed"
+        );
+        assert_eq!(
+            t.url("check"),
+            "http://gitlab.example.com/prefix/api/v4/internal/check"
+        );
+        assert_eq!(
+            t.url("/api/v4/internal/shellhorse/git_audit_event"),
+            "http://gitlab.example.com/prefix/api/v4/internal/shellhorse/git_audit_event"
+        );
+        let t = Target::parse("http+unix:///run/gitlab.socket", "/gitlab/").unwrap();
+        assert_eq!(
+            t,
+            Target::Unix {
+                socket: "/run/gitlab.socket".into(),
+                host: "http://unix/gitlab".into()
+            }
+        );
+        assert_eq!(
+            t.url("/discover?key_id=1"),
+            "http://unix/gitlab/api/v4/internal/discover?key_id=1"
+        );
+        let t = Target::parse("http+unix://rel.sock", "").unwrap();
+        assert_eq!(t.url("/check"), "http://unix/api/v4/internal/check");
+        assert_eq!(
+            Target::parse("https://h", "ignored").unwrap().url("/check"),
+            "https://h/api/v4/internal/check"
+        );
+        assert_eq!(
+            Target::parse("ftp://x", "").unwrap_err().to_string(),
+            "error creating http client: unknown GitLab URL prefix"
+        );
+        assert_eq!(
+            Target::parse("", "").unwrap_err().to_string(),
+            messages::UNKNOWN_URL_PREFIX
+        );
+    }
+
+    #[test]
+    fn jwt_claims_and_key() {
+        use base64::Engine as _;
+        let token = sign_jwt(b"  secret\n", 1_000).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header: serde_json::Value =
+            serde_json::from_slice(&b64.decode(parts[0]).unwrap()).unwrap();
+        assert_eq!(header["alg"], "HS256");
+        assert_eq!(header["typ"], "JWT");
+        let claims = String::from_utf8(b64.decode(parts[1]).unwrap()).unwrap();
+        assert_eq!(claims, r#"{"iss":"gitlab-shell","exp":1060,"iat":1000}"#);
+        // Signed with the trimmed secret: the same token as with "secret".
+        assert_eq!(token, sign_jwt(b"secret", 1_000).unwrap());
+        assert_ne!(token, sign_jwt(b"other", 1_000).unwrap());
+        // An empty secret is allowed.
+        assert!(sign_jwt(b"", 1_000).is_ok());
+    }
+
+    #[test]
+    fn error_bodies() {
+        assert_eq!(
+            error_from_body(403, br#"{"message":"Forbidden!"}"#).to_string(),
+            "Forbidden!"
+        );
+        assert_eq!(error_from_body(403, b"{}").to_string(), "");
+        assert_eq!(
+            error_from_body(404, b"").to_string(),
+            "Internal API error (404)"
+        );
+        assert_eq!(
+            error_from_body(404, b"<html>").to_string(),
+            "Internal API error (404)"
+        );
+        assert_eq!(
+            error_from_body(404, br#"{"message":3}"#).to_string(),
+            "Internal API error (404)"
+        );
+    }
+
+    #[test]
+    fn decode_null_and_garbage() {
+        #[derive(serde::Deserialize, Default, Debug, PartialEq)]
+        #[serde(default)]
+        struct R {
+            id: i64,
+        }
+        assert_eq!(decode::<R>(200, b"null").unwrap().body, R::default());
+        assert_eq!(
+            decode::<R>(200, br#"{"id":5,"x":1}"#).unwrap().body,
+            R { id: 5 }
+        );
+        assert_eq!(decode::<R>(200, b"nope"), Err(Error::Parse));
+        assert_eq!(decode::<R>(200, b""), Err(Error::Parse));
+    }
+
+    #[test]
+    fn query_escape_matches_go() {
+        assert_eq!(query_escape("AAAA+b/c=="), "AAAA%2Bb%2Fc%3D%3D");
+        assert_eq!(query_escape("a b~*"), "a+b~%2A");
+    }
+
+    #[test]
+    fn retry_policy() {
+        for s in [429, 500, 502, 503, 599] {
+            assert!(retryable_status(s), "{s}");
+        }
+        for s in [200, 300, 400, 404, 501] {
+            assert!(!retryable_status(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn user_ref_json() {
+        let k = UserRef {
+            key_id: "1".into(),
+            user_id: 0,
+        };
+        assert_eq!(serde_json::to_string(&k).unwrap(), r#"{"key_id":"1"}"#);
+        let u = UserRef {
+            key_id: String::new(),
+            user_id: 7,
+        };
+        assert_eq!(serde_json::to_string(&u).unwrap(), r#"{"user_id":7}"#);
+    }
+}

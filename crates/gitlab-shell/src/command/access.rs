@@ -1,0 +1,27 @@
+//! The `/allowed` step shared by the git and LFS commands (GitLab Shell
+//! `internal/command/shared/accessverifier`): ask, print the console messages, refuse on
+//! `status: false`.
+
+use crate::api::{self, allowed};
+use crate::command::Context;
+use crate::console;
+use crate::error::Error;
+use crate::io::Io;
+
+/// Verifies `action` on `repo`; the returned access may be a 300 custom action.
+pub fn verify(
+    ctx: &Context<'_>,
+    client: &api::Client,
+    action: &str,
+    repo: &str,
+    io: &mut Io,
+) -> Result<allowed::Access, Error> {
+    let identity = &ctx.args.identity;
+    let request = allowed::Request::new(action, repo, identity, &ctx.args.env.remote_addr);
+    let access = allowed::verify(client, &request, identity)?;
+    console::display_info(&mut io.stderr, &access.response.gl_console_messages)?;
+    if !access.response.status {
+        return Err(Error::Message(access.response.message.clone()));
+    }
+    Ok(access)
+}

@@ -1,0 +1,100 @@
+//! `git-lfs-authenticate <repo> <download|upload>` (GitLab Shell
+//! `internal/command/lfsauthenticate`, behaviour §7.3): `/allowed`, then an LFS token printed as
+//! the JSON git-lfs expects. A token failure prints nothing and exits 0, as the Ruby version did.
+
+use base64::Engine as _;
+use serde::Serialize;
+
+use crate::api::lfs_authenticate;
+use crate::args::Identity;
+use crate::command::{Context, access};
+use crate::error::Error;
+use crate::io::Io;
+
+#[derive(Serialize)]
+struct Header {
+    #[serde(rename = "Authorization")]
+    authorization: String,
+}
+
+#[derive(Serialize)]
+struct Payload {
+    header: Header,
+    href: String,
+    #[serde(skip_serializing_if = "is_zero")]
+    expires_in: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+/// The line printed on success.
+pub fn payload_json(r: &lfs_authenticate::Response) -> String {
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", r.username, r.lfs_token));
+    let payload = Payload {
+        header: Header {
+            authorization: format!("Basic {basic}"),
+        },
+        href: format!("{}/info/lfs", r.repository_http_path),
+        expires_in: r.expires_in,
+    };
+    serde_json::to_string(&payload).unwrap_or_default()
+}
+
+/// Runs the command.
+pub fn run(ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
+    let words = &ctx.args.words;
+    if words.len() < 3 {
+        return Err(Error::DisallowedCommand);
+    }
+    let (repo, operation) = (&words[1], &words[2]);
+    let action = match operation.as_str() {
+        "download" => "git-upload-pack",
+        "upload" => "git-receive-pack",
+        _ => return Err(Error::DisallowedCommand),
+    };
+    let client = ctx.api()?;
+    let access = access::verify(ctx, &client, action, repo, io)?;
+    let mut request = lfs_authenticate::Request {
+        operation: operation.clone(),
+        project: repo.clone(),
+        ..Default::default()
+    };
+    match &ctx.args.identity {
+        Identity::KeyId(k) => request.key_id = k.clone(),
+        _ => {
+            let gl_id = &access.response.gl_id;
+            request.user_id = gl_id.strip_prefix("user-").unwrap_or(gl_id).to_owned();
+        }
+    }
+    match lfs_authenticate::authenticate(&client, &request) {
+        Ok(r) => io.out_line(&payload_json(&r))?,
+        Err(e) => {
+            tracing::debug!(error = %e, "lfsauthenticate: execute: lfs authentication failed")
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_bytes() {
+        let r = lfs_authenticate::Response {
+            username: "alice".into(),
+            lfs_token: "tok".into(),
+            repository_http_path: "http://gitlab/group/repo.git".into(),
+            expires_in: 1800,
+        };
+        assert_eq!(
+            payload_json(&r),
+            r#"{"header":{"Authorization":"Basic YWxpY2U6dG9r"},"href":"http://gitlab/group/repo.git/info/lfs","expires_in":1800}"#
+        );
+        let r = lfs_authenticate::Response { expires_in: 0, ..r };
+        assert!(!payload_json(&r).contains("expires_in"));
+    }
+}

@@ -1,0 +1,102 @@
+//! `git-lfs-transfer <repo> <download|upload>`: pure-SSH Git LFS (GitLab Shell
+//! `internal/command/lfstransfer`, behaviour §7.7). Enabled by `lfs.pure_ssh_protocol`.
+//!
+//! Steps: `/allowed` (download → `git-upload-pack`, upload → `git-receive-pack`), then
+//! `/lfs_authenticate` for a Basic credential on `<repository_http_path>/info/lfs` (both fatal,
+//! framed, on failure), then the pkt-line protocol of [`protocol`] on stdin/stdout backed by the
+//! project's LFS API ([`backend`]).
+
+pub mod backend;
+pub mod protocol;
+
+use base64::Engine as _;
+
+use crate::api::lfs_authenticate;
+use crate::api::lfs_transfer::Client as LfsClient;
+use crate::args::Identity;
+use crate::command::{Context, access};
+use crate::error::Error;
+use crate::io::Io;
+use protocol::{Operation, Processor};
+
+/// The LFS API location and credential for this session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authentication {
+    /// `<repository_http_path>/info/lfs`.
+    pub href: String,
+    /// `Basic <base64(username:lfs_token)>` (never logged).
+    pub authorization: String,
+}
+
+impl Authentication {
+    /// Builds the credential from an `/lfs_authenticate` answer.
+    pub fn from_response(r: &lfs_authenticate::Response) -> Authentication {
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", r.username, r.lfs_token));
+        Authentication {
+            href: format!("{}/info/lfs", r.repository_http_path),
+            authorization: format!("Basic {basic}"),
+        }
+    }
+}
+
+/// Runs the command.
+pub fn run(ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
+    let words = &ctx.args.words;
+    if words.len() != 3 {
+        return Err(Error::DisallowedCommand);
+    }
+    let (repo, operation) = (&words[1], &words[2]);
+    let Some(op) = Operation::parse(operation) else {
+        return Err(Error::DisallowedCommand);
+    };
+    let action = match op {
+        Operation::Download => "git-upload-pack",
+        Operation::Upload => "git-receive-pack",
+    };
+    let client = ctx.api()?;
+    let access = access::verify(ctx, &client, action, repo, io)?;
+    tracing::info!(action, "processing action");
+
+    let mut request = lfs_authenticate::Request {
+        operation: operation.clone(),
+        project: repo.clone(),
+        ..Default::default()
+    };
+    match &ctx.args.identity {
+        Identity::KeyId(k) => request.key_id = k.clone(),
+        _ => {
+            let gl_id = &access.response.gl_id;
+            request.user_id = gl_id.strip_prefix("user-").unwrap_or(gl_id).to_owned();
+        }
+    }
+    let auth = Authentication::from_response(&lfs_authenticate::authenticate(&client, &request)?);
+    let lfs = LfsClient::new(&auth.href, &auth.authorization)
+        .map_err(|e| Error::Message(e.to_string()))?;
+    let mut backend = backend::GitlabBackend::new(lfs, &ctx.config.secret);
+
+    let stdin = io.take_stdin();
+    let mut processor = Processor::new(stdin, &mut io.stdout, &mut backend, op);
+    processor.send_capabilities()?;
+    let result = processor.process();
+    tracing::info!(action, "done processing commands");
+    result.map_err(Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authentication_from_response() {
+        let r = lfs_authenticate::Response {
+            username: "alice".into(),
+            lfs_token: "tok".into(),
+            repository_http_path: "http://gitlab.example.com/group/repo.git".into(),
+            expires_in: 7200,
+        };
+        let a = Authentication::from_response(&r);
+        assert_eq!(a.href, "http://gitlab.example.com/group/repo.git/info/lfs");
+        assert_eq!(a.authorization, "Basic YWxpY2U6dG9r");
+    }
+}

@@ -1,0 +1,454 @@
+//! `config.yml` and the shared secret (`internal/config`, behaviour §2): defaults mirroring
+//! GitLab Shell's `DefaultConfig`, paths resolved against the root folder at load, `gitlab_url`
+//! path-unescaped as a whole. Nothing else in the crate reads YAML.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Default `http_settings.read_timeout` (seconds) when the key is absent or 0.
+pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 300;
+
+/// The loaded configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Folder holding `config.yml`: the GitLab Shell root.
+    pub root_dir: PathBuf,
+    /// `user` (gitlab-sshd only; kept for completeness).
+    pub user: String,
+    /// `gitlab_url`, already path-unescaped.
+    pub gitlab_url: String,
+    /// `gitlab_relative_url_root` (used only with `http+unix://`).
+    pub gitlab_relative_url_root: String,
+    /// `gitlab_tracing` (accepted, tracing is not exported).
+    pub gitlab_tracing: String,
+    /// Resolved secret file path (empty when `secret` was given inline).
+    pub secret_file: PathBuf,
+    /// The shared secret, untrimmed.
+    pub secret: Vec<u8>,
+    /// `ssl_cert_dir`: extra trust anchors for https.
+    pub ssl_cert_dir: String,
+    /// `http_settings`.
+    pub http_settings: HttpSettings,
+    /// Resolved `log_file`.
+    pub log_file: PathBuf,
+    /// `log_format` (`json` or `text`).
+    pub log_format: String,
+    /// `log_level`.
+    pub log_level: String,
+    /// `lfs.pure_ssh_protocol`.
+    pub lfs_pure_ssh_protocol: bool,
+    /// `pat.enabled`.
+    pub pat_enabled: bool,
+    /// `pat.allowed_scopes` (empty: any scope).
+    pub pat_allowed_scopes: Vec<String>,
+}
+
+/// `http_settings` of config.yml.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct HttpSettings {
+    /// Basic-auth user (sent only together with a password).
+    #[serde(deserialize_with = "nullable")]
+    pub user: String,
+    /// Basic-auth password.
+    #[serde(deserialize_with = "nullable")]
+    pub password: String,
+    /// Seconds per attempt; 0 means [`DEFAULT_READ_TIMEOUT_SECS`].
+    #[serde(deserialize_with = "nullable")]
+    pub read_timeout: u64,
+    /// Extra CA bundle for https (must exist when set).
+    #[serde(deserialize_with = "nullable")]
+    pub ca_file: String,
+    /// Folder of extra CA files for https.
+    #[serde(deserialize_with = "nullable")]
+    pub ca_path: String,
+}
+
+impl HttpSettings {
+    /// The per-attempt timeout.
+    pub fn read_timeout(&self) -> Duration {
+        match self.read_timeout {
+            0 => Duration::from_secs(DEFAULT_READ_TIMEOUT_SECS),
+            s => Duration::from_secs(s),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct Raw {
+    #[serde(deserialize_with = "nullable")]
+    user: String,
+    #[serde(deserialize_with = "nullable")]
+    gitlab_url: String,
+    #[serde(deserialize_with = "nullable")]
+    gitlab_relative_url_root: String,
+    #[serde(deserialize_with = "nullable")]
+    gitlab_tracing: String,
+    #[serde(deserialize_with = "nullable")]
+    secret_file: String,
+    #[serde(deserialize_with = "nullable")]
+    secret: String,
+    #[serde(deserialize_with = "nullable")]
+    ssl_cert_dir: String,
+    #[serde(deserialize_with = "nullable")]
+    http_settings: HttpSettings,
+    #[serde(deserialize_with = "nullable")]
+    log_file: String,
+    #[serde(deserialize_with = "nullable")]
+    log_format: String,
+    #[serde(deserialize_with = "nullable")]
+    log_level: String,
+    #[serde(deserialize_with = "nullable")]
+    lfs: Lfs,
+    // `pat:` written as null makes the whole section zero, so `enabled` becomes false (§2.2).
+    #[serde(deserialize_with = "nullable_zero_pat")]
+    pat: Pat,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Lfs {
+    #[serde(deserialize_with = "nullable")]
+    pure_ssh_protocol: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct Pat {
+    #[serde(deserialize_with = "nullable")]
+    enabled: bool,
+    #[serde(deserialize_with = "nullable")]
+    allowed_scopes: Vec<String>,
+}
+
+impl Default for Pat {
+    fn default() -> Self {
+        Pat {
+            enabled: true,
+            allowed_scopes: Vec::new(),
+        }
+    }
+}
+
+impl Default for Raw {
+    fn default() -> Self {
+        Raw {
+            user: "git".into(),
+            gitlab_url: String::new(),
+            gitlab_relative_url_root: String::new(),
+            gitlab_tracing: String::new(),
+            secret_file: ".gitlab_shell_secret".into(),
+            secret: String::new(),
+            ssl_cert_dir: String::new(),
+            http_settings: HttpSettings::default(),
+            log_file: "gitlab-shell.log".into(),
+            log_format: "json".into(),
+            log_level: "info".into(),
+            lfs: Lfs::default(),
+            pat: Pat::default(),
+        }
+    }
+}
+
+/// YAML null gives the type's zero value, as yaml.v3 does when decoding null into a field.
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+fn nullable_zero_pat<'de, D: Deserializer<'de>>(d: D) -> Result<Pat, D::Error> {
+    Ok(Option::<Pat>::deserialize(d)?.unwrap_or(Pat {
+        enabled: false,
+        allowed_scopes: Vec::new(),
+    }))
+}
+
+/// A config loading failure; the text is what follows `Failed to read config, exiting: `.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Formats an I/O error the way Go's `*PathError` prints: `open /x: no such file or directory`.
+pub fn go_io_error(op: &str, path: &Path, err: &std::io::Error) -> String {
+    let text = err.to_string();
+    let text = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    let lowered = match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    };
+    format!("{op} {}: {lowered}", path.display())
+}
+
+/// Go's `path.Join` for our uses: joins and cleans (`.`, `..`, duplicate `/`).
+pub fn clean_join(base: &Path, rel: &str) -> PathBuf {
+    let joined = format!("{}/{}", base.display(), rel);
+    let absolute = joined.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for p in joined.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                if parts.last().is_some_and(|l| *l != "..") {
+                    parts.pop();
+                } else if !absolute {
+                    parts.push("..");
+                }
+            }
+            p => parts.push(p),
+        }
+    }
+    let body = parts.join("/");
+    PathBuf::from(match (absolute, body.is_empty()) {
+        (true, _) => format!("/{body}"),
+        (false, true) => ".".to_owned(),
+        (false, false) => body,
+    })
+}
+
+/// Go's `url.PathUnescape`: `%XX` decoded; a bad escape is an error naming it.
+pub fn path_unescape(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = |c: u8| (c as char).to_digit(16);
+            match (
+                b.get(i + 1).and_then(|c| hex(*c)),
+                b.get(i + 2).and_then(|c| hex(*c)),
+            ) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                }
+                _ => {
+                    let end = (i + 3).min(b.len());
+                    return Err(format!(
+                        "invalid URL escape \"{}\"",
+                        String::from_utf8_lossy(&b[i..end])
+                    ));
+                }
+            }
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+impl Config {
+    /// Loads `<root>/config.yml` and the secret.
+    pub fn load(root: &Path) -> Result<Config, ConfigError> {
+        let path = root.join("config.yml");
+        let text = std::fs::read(&path).map_err(|e| ConfigError(go_io_error("open", &path, &e)))?;
+        Self::from_yaml(root, &text)
+    }
+
+    /// Parses config text as if it were `<root>/config.yml`, then reads the secret file.
+    pub fn from_yaml(root: &Path, text: &[u8]) -> Result<Config, ConfigError> {
+        let raw: Raw = if text.iter().all(u8::is_ascii_whitespace) {
+            Raw::default()
+        } else {
+            serde_yaml::from_slice::<Option<Raw>>(text)
+                .map_err(|e| ConfigError(format!("yaml: {e}")))?
+                .unwrap_or_default()
+        };
+        let gitlab_url = if raw.gitlab_url.is_empty() {
+            String::new()
+        } else {
+            path_unescape(&raw.gitlab_url).map_err(ConfigError)?
+        };
+        let (secret, secret_file) = if !raw.secret.is_empty() {
+            (raw.secret.into_bytes(), PathBuf::new())
+        } else {
+            let file = if raw.secret_file.starts_with('/') {
+                PathBuf::from(&raw.secret_file)
+            } else {
+                clean_join(root, &raw.secret_file)
+            };
+            let bytes =
+                std::fs::read(&file).map_err(|e| ConfigError(go_io_error("open", &file, &e)))?;
+            (bytes, file)
+        };
+        let log_file = if raw.log_file.starts_with('/') {
+            PathBuf::from(&raw.log_file)
+        } else if raw.log_file.is_empty() {
+            PathBuf::new()
+        } else {
+            clean_join(root, &raw.log_file)
+        };
+        Ok(Config {
+            root_dir: root.to_path_buf(),
+            user: raw.user,
+            gitlab_url,
+            gitlab_relative_url_root: raw.gitlab_relative_url_root,
+            gitlab_tracing: raw.gitlab_tracing,
+            secret_file,
+            secret,
+            ssl_cert_dir: raw.ssl_cert_dir,
+            http_settings: raw.http_settings,
+            log_file,
+            log_format: raw.log_format,
+            log_level: raw.log_level,
+            lfs_pure_ssh_protocol: raw.lfs.pure_ssh_protocol,
+            pat_enabled: raw.pat.enabled,
+            pat_allowed_scopes: raw.pat.allowed_scopes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root_with_secret(secret: &[u8]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".gitlab_shell_secret"), secret).unwrap();
+        dir
+    }
+
+    #[test]
+    fn defaults() {
+        let dir = root_with_secret(b"s3cret\n");
+        let c = Config::from_yaml(dir.path(), b"").unwrap();
+        assert_eq!(c.user, "git");
+        assert_eq!(c.gitlab_url, "");
+        assert_eq!(c.secret, b"s3cret\n");
+        assert_eq!(c.secret_file, dir.path().join(".gitlab_shell_secret"));
+        assert_eq!(c.log_file, dir.path().join("gitlab-shell.log"));
+        assert_eq!(c.log_format, "json");
+        assert_eq!(c.log_level, "info");
+        assert_eq!(c.http_settings.read_timeout(), Duration::from_secs(300));
+        assert!(c.pat_enabled);
+        assert!(!c.lfs_pure_ssh_protocol);
+        assert!(c.pat_allowed_scopes.is_empty());
+    }
+
+    #[test]
+    fn every_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = br#"
+user: gituser
+gitlab_url: "http+unix://%2Fhome%2Fgit%2Fgitlab.socket"
+gitlab_relative_url_root: /gitlab/
+gitlab_tracing: opentracing://jaeger
+secret: inline
+ssl_cert_dir: /etc/certs
+http_settings:
+  user: u
+  password: p
+  read_timeout: 7
+  ca_file: /ca.pem
+  ca_path: /cas
+log_file: /var/log/gls.log
+log_format: text
+log_level: DEBUG
+unknown_key: ignored
+lfs:
+  pure_ssh_protocol: true
+pat:
+  enabled: false
+  allowed_scopes: [read_api, read_repository]
+sshd:
+  listen: "[::]:22"
+"#;
+        let c = Config::from_yaml(dir.path(), yaml).unwrap();
+        assert_eq!(c.user, "gituser");
+        assert_eq!(c.gitlab_url, "http+unix:///home/git/gitlab.socket");
+        assert_eq!(c.gitlab_relative_url_root, "/gitlab/");
+        assert_eq!(c.secret, b"inline");
+        assert_eq!(c.ssl_cert_dir, "/etc/certs");
+        assert_eq!(c.http_settings.user, "u");
+        assert_eq!(c.http_settings.password, "p");
+        assert_eq!(c.http_settings.read_timeout(), Duration::from_secs(7));
+        assert_eq!(c.http_settings.ca_file, "/ca.pem");
+        assert_eq!(c.http_settings.ca_path, "/cas");
+        assert_eq!(c.log_file, PathBuf::from("/var/log/gls.log"));
+        assert_eq!(c.log_format, "text");
+        assert_eq!(c.log_level, "DEBUG");
+        assert!(c.lfs_pure_ssh_protocol);
+        assert!(!c.pat_enabled);
+        assert_eq!(c.pat_allowed_scopes, ["read_api", "read_repository"]);
+    }
+
+    #[test]
+    fn null_sections_are_zero_values() {
+        let dir = root_with_secret(b"");
+        let c = Config::from_yaml(dir.path(), b"http_settings:\npat:\n").unwrap();
+        assert_eq!(c.http_settings, HttpSettings::default());
+        assert!(!c.pat_enabled, "a null pat: section zeroes pat.enabled");
+        let c = Config::from_yaml(dir.path(), b"pat:\n  allowed_scopes: [api]\n").unwrap();
+        assert!(c.pat_enabled, "a partial section keeps the other defaults");
+    }
+
+    #[test]
+    fn empty_secret_file_is_valid() {
+        let dir = root_with_secret(b"");
+        assert_eq!(Config::from_yaml(dir.path(), b"{}").unwrap().secret, b"");
+    }
+
+    #[test]
+    fn relative_secret_and_log_paths_join_root() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/secret"), b"x").unwrap();
+        let c = Config::from_yaml(
+            dir.path(),
+            b"secret_file: ./etc/../etc/secret\nlog_file: log/x.log\n",
+        )
+        .unwrap();
+        assert_eq!(c.secret, b"x");
+        assert_eq!(c.log_file, dir.path().join("log/x.log"));
+    }
+
+    #[test]
+    fn errors_read_like_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Config::load(dir.path()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "open {}/config.yml: no such file or directory",
+                dir.path().display()
+            )
+        );
+        let err = Config::from_yaml(dir.path(), b"gitlab_url: http://x\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "open {}/.gitlab_shell_secret: no such file or directory",
+                dir.path().display()
+            )
+        );
+        let err = Config::from_yaml(dir.path(), b"gitlab_url: [\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("yaml: "), "{err}");
+        let err = Config::from_yaml(dir.path(), b"secret: x\ngitlab_url: http://a%zz\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "invalid URL escape \"%zz\"");
+    }
+
+    #[test]
+    fn clean_join_behaves_like_go_path_join() {
+        assert_eq!(
+            clean_join(Path::new("/a/b/"), "bin/gitlab-shell"),
+            PathBuf::from("/a/b/bin/gitlab-shell")
+        );
+        assert_eq!(
+            clean_join(Path::new("/a/./b/.."), "bin"),
+            PathBuf::from("/a/bin")
+        );
+        assert_eq!(clean_join(Path::new("rel"), "../x"), PathBuf::from("x"));
+    }
+}

@@ -1,0 +1,67 @@
+//! The crate's error type and the one mapping from an error to what the user sees and the exit
+//! code ([`report`]), after `cmd/gitlab-shell/main.go`: pre-execute errors unframed, execute
+//! errors in the framed warning block, gRPC `Internal` silent; always exit 1.
+
+use std::process::ExitCode;
+
+use crate::io::Io;
+use crate::{api, console, messages};
+
+/// Everything `gitlab-shell` can fail with; `Display` is the customer-facing text.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No `SSH_CONNECTION` (unframed).
+    #[error("{}", messages::ONLY_SSH_ALLOWED)]
+    OnlySshAllowed,
+    /// go-shellwords refused the command (unframed).
+    #[error("{prefix}: {0}", prefix = messages::INVALID_SSH_COMMAND)]
+    InvalidSshCommand(String),
+    /// Unknown or disabled command (unframed).
+    #[error("{}", messages::DISALLOWED_COMMAND)]
+    UnknownCommand,
+    /// Known command with bad arity or operation (framed).
+    #[error("{}", messages::DISALLOWED_COMMAND)]
+    DisallowedCommand,
+    /// An internal API failure (framed).
+    #[error(transparent)]
+    Api(#[from] api::Error),
+    /// `/discover` failed in the welcome command (framed).
+    #[error("{prefix}: {0}", prefix = messages::FAILED_TO_GET_USERNAME)]
+    Discover(api::Error),
+    /// Any other framed text (refusals, usage).
+    #[error("{0}")]
+    Message(String),
+    /// A Gitaly call failed (framed, or silent for gRPC `Internal`).
+    #[error(transparent)]
+    Gitaly(#[from] gitaly_client::Error),
+    /// Writing to the client failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Printed as a plain stderr line rather than framed.
+    pub fn is_unframed(&self) -> bool {
+        matches!(
+            self,
+            Error::OnlySshAllowed | Error::InvalidSshCommand(_) | Error::UnknownCommand
+        )
+    }
+
+    /// Nothing is printed (git's own stderr was already relayed by Gitaly).
+    pub fn is_silent(&self) -> bool {
+        matches!(self, Error::Gitaly(e) if e.is_silent())
+    }
+}
+
+/// Shows `err` the way GitLab Shell does and returns exit code 1.
+pub fn report(err: &Error, io: &mut Io) -> ExitCode {
+    if err.is_silent() {
+        // Nothing to show.
+    } else if err.is_unframed() {
+        io.err_line(&err.to_string());
+    } else {
+        let _ = console::display_warning(&mut io.stderr, &err.to_string());
+    }
+    ExitCode::FAILURE
+}

@@ -1,0 +1,266 @@
+//! Logging to `log_file` (behaviour §8.1, GitLab Shell v14.45.0 with labkit/logrus): one line per
+//! event, JSON (default; `""` and `combined` too) or logrus-style text, UTC whole-second `time`,
+//! `level`, `msg`, the event's fields and `correlation_id`, keys sorted as logrus sorts them.
+//!
+//! A log file that cannot be opened never breaks the command and never writes to the user's
+//! stderr: events are then discarded. Secrets, JWTs and the Gitaly token are never passed to
+//! `tracing` anywhere in this crate.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::OpenOptions;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::config::Config;
+
+/// Keeps logging alive until `main` returns (writes are unbuffered, so nothing to flush).
+#[must_use]
+pub struct LogGuard {
+    /// Whether events go to a file.
+    pub active: bool,
+}
+
+/// Log line layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// logrus JSON formatter.
+    Json,
+    /// logrus text formatter (`key=value`).
+    Text,
+}
+
+impl Format {
+    /// `log_format` as GitLab Shell maps it.
+    pub fn from_config(s: &str) -> Format {
+        if s.eq_ignore_ascii_case("text") {
+            Format::Text
+        } else {
+            Format::Json
+        }
+    }
+}
+
+/// logrus level names, case-insensitive; unknown names keep the default `info`.
+pub fn parse_level(s: &str) -> Level {
+    match s.to_ascii_lowercase().as_str() {
+        "trace" => Level::TRACE,
+        "debug" => Level::DEBUG,
+        "warn" | "warning" => Level::WARN,
+        "error" | "fatal" | "panic" => Level::ERROR,
+        _ => Level::INFO,
+    }
+}
+
+/// Installs the process-wide logger for `config`. `correlation_id` goes on every line.
+pub fn configure(config: &Config, correlation_id: &str) -> LogGuard {
+    if config.log_file.as_os_str().is_empty() {
+        return LogGuard { active: false };
+    }
+    let file = match OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&config.log_file)
+    {
+        Ok(f) => f,
+        Err(_) => return LogGuard { active: false },
+    };
+    let formatter = LogrusFormat {
+        format: Format::from_config(&config.log_format),
+        correlation_id: correlation_id.to_owned(),
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(parse_level(&config.log_level))
+        .with_writer(Arc::new(file))
+        .event_format(formatter)
+        .finish();
+    let active = tracing::subscriber::set_global_default(subscriber).is_ok();
+    LogGuard { active }
+}
+
+/// Writes events the way logrus's formatters do.
+pub struct LogrusFormat {
+    /// Layout.
+    pub format: Format,
+    /// Added to every line.
+    pub correlation_id: String,
+}
+
+#[derive(Default)]
+struct Fields(BTreeMap<String, Value>);
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().to_owned(), Value::from(format!("{value:?}")));
+    }
+}
+
+fn level_name(level: &Level) -> &'static str {
+    match *level {
+        Level::TRACE => "trace",
+        Level::DEBUG => "debug",
+        Level::INFO => "info",
+        Level::WARN => "warning",
+        Level::ERROR => "error",
+    }
+}
+
+fn now_utc() -> String {
+    let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::now_utc()
+        .format(&f)
+        .unwrap_or_default()
+}
+
+impl LogrusFormat {
+    /// Renders one event's already-collected fields into a line (no newline).
+    fn render(&self, level: &Level, mut fields: BTreeMap<String, Value>) -> String {
+        let msg = fields.remove("message").unwrap_or(Value::from(""));
+        fields.insert(
+            "correlation_id".into(),
+            Value::from(self.correlation_id.as_str()),
+        );
+        let time = now_utc();
+        match self.format {
+            Format::Json => {
+                fields.insert("level".into(), Value::from(level_name(level)));
+                fields.insert("msg".into(), msg);
+                fields.insert("time".into(), Value::from(time));
+                serde_json::to_string(&fields).unwrap_or_default()
+            }
+            Format::Text => {
+                let mut line = String::new();
+                let _ = write!(
+                    line,
+                    "time={} level={} msg={}",
+                    text_value(&Value::from(time)),
+                    level_name(level),
+                    text_value(&msg)
+                );
+                for (k, v) in &fields {
+                    let _ = write!(line, " {k}={}", text_value(v));
+                }
+                line
+            }
+        }
+    }
+}
+
+/// logrus text quoting: bare when only "safe" characters, else a quoted string.
+fn text_value(v: &Value) -> String {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let safe = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._/@^+".contains(c));
+    if safe { s } else { Value::from(s).to_string() }
+}
+
+impl<S, N> FormatEvent<S, N> for LogrusFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        writeln!(
+            writer,
+            "{}",
+            self.render(event.metadata().level(), fields.0)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn json_line_has_sorted_logrus_keys() {
+        let f = LogrusFormat {
+            format: Format::Json,
+            correlation_id: "CID".into(),
+        };
+        let line = f.render(
+            &Level::INFO,
+            fields(&[
+                ("message", "executing command".into()),
+                ("zeta", 1.into()),
+                ("command", "x".into()),
+            ]),
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["msg"], "executing command");
+        assert_eq!(v["level"], "info");
+        assert_eq!(v["correlation_id"], "CID");
+        let time = v["time"].as_str().unwrap();
+        assert_eq!(time.len(), 20);
+        assert!(time.ends_with('Z') && time.as_bytes()[10] == b'T', "{time}");
+        // Keys appear in sorted order in the text itself, as logrus writes them.
+        let order: Vec<usize> = ["command", "correlation_id", "level", "msg", "time", "zeta"]
+            .iter()
+            .map(|k| line.find(&format!("\"{k}\":")).unwrap())
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{line}");
+    }
+
+    #[test]
+    fn text_line() {
+        let f = LogrusFormat {
+            format: Format::Text,
+            correlation_id: "CID".into(),
+        };
+        let line = f.render(
+            &Level::WARN,
+            fields(&[("message", "a b".into()), ("status", 500.into())]),
+        );
+        assert!(line.starts_with("time="), "{line}");
+        assert!(
+            line.contains(" level=warning msg=\"a b\" correlation_id=CID status=500"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn levels_and_formats() {
+        assert_eq!(parse_level("DEBUG"), Level::DEBUG);
+        assert_eq!(parse_level("bogus"), Level::INFO);
+        assert_eq!(Format::from_config("combined"), Format::Json);
+        assert_eq!(Format::from_config(""), Format::Json);
+        assert_eq!(Format::from_config("text"), Format::Text);
+    }
+}
