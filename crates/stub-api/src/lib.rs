@@ -23,6 +23,7 @@
 
 pub mod api;
 pub mod fixture;
+pub mod lfs;
 mod server;
 
 pub use fixture::Fixture;

@@ -140,6 +140,7 @@ struct Shared {
     faults: Mutex<Vec<FaultRule>>,
     secret: Option<Vec<u8>>,
     recording: AtomicBool,
+    lfs: crate::lfs::Store,
 }
 
 impl Shared {
@@ -224,6 +225,7 @@ impl StubApi {
             faults: Mutex::new(Vec::new()),
             secret: options.secret,
             recording: AtomicBool::new(true),
+            lfs: crate::lfs::Store::default(),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -357,6 +359,11 @@ impl StubApi {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         change(&mut fixture);
+    }
+
+    /// The LFS objects and locks stored through `<project>.git/info/lfs/` (see [`crate::lfs`]).
+    pub fn lfs(&self) -> &crate::lfs::Store {
+        &self.shared.lfs
     }
 
     /// A copy of the current fixture.
@@ -533,6 +540,14 @@ async fn handle(
     }
     if let Some(fault) = answer {
         return fault_response(fault);
+    }
+    // The project LFS API (Basic auth, no JWT) for git-lfs-transfer.
+    let lfs_reply = {
+        let fixture = shared.fixture.read().unwrap_or_else(PoisonError::into_inner);
+        crate::lfs::respond(&shared.lfs, &fixture, &method, &path, &parts.headers, &bytes)
+    };
+    if let Some(reply) = lfs_reply {
+        return Ok(reply);
     }
     if unauthorized {
         return Ok(json_response(
