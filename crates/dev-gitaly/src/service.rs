@@ -15,7 +15,7 @@ use gitaly_proto::{
     SshUploadPackWithSidechannelRequest, SshUploadPackWithSidechannelResponse,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -527,7 +527,10 @@ async fn run_sidechannel_upload_pack(
 ) -> Result<gitaly_proto::PackfileNegotiationStatistics, Status> {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<(u8, Vec<u8>)>(16);
-    // One writer keeps stdout and stderr packets whole and in arrival order.
+    let (close_tx, close_rx) = oneshot::channel::<()>();
+    // One writer keeps stdout and stderr packets whole and in arrival order. It closes the
+    // stream only when told to, after git has exited: a client seeing our FIN may reset the
+    // stream at once, which must not read as a cancellation while git is still running.
     let mut writer = AbortOnDrop(tokio::spawn(async move {
         let mut buf = Vec::new();
         while let Some((band, data)) = rx.recv().await {
@@ -540,6 +543,7 @@ async fn run_sidechannel_upload_pack(
             }
         }
         let _ = wr.flush().await;
+        let _ = close_rx.await;
         let _ = wr.shutdown().await;
     }));
 
@@ -589,6 +593,7 @@ async fn run_sidechannel_upload_pack(
     let mut stdin_done = false;
     let status = loop {
         tokio::select! {
+            biased;
             st = child.wait() => break st,
             r = &mut stdin_task.0, if !stdin_done => {
                 stdin_done = true;
@@ -619,6 +624,7 @@ async fn run_sidechannel_upload_pack(
     let _ = (&mut out_task.0).await;
     let stderr_bytes = (&mut err_task.0).await.unwrap_or_default();
     // Both pumps are done and dropped their senders: the writer flushes and closes the stream.
+    let _ = close_tx.send(());
     let _ = (&mut writer.0).await;
     drop(stdin_task);
     if !status.success() {
