@@ -9,6 +9,7 @@ use crate::{CallMeta, Error, Stdio, Target, address, metadata, proto};
 use proto::ssh_service_client::SshServiceClient;
 use std::future::Future;
 use std::io::Write;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -200,16 +201,12 @@ pub(crate) fn upload_pack(
             biased;
             stream = &mut waiter => stream.ok(),
             joined = &mut rpc => {
-                let outcome = rpc_result(joined);
                 conn.registry.remove(id);
                 // A sidechannel accepted just before the response still counts.
-                return match (outcome, waiter.try_recv()) {
-                    (Err(e), _) => Err(e),
-                    (Ok(_), Err(_)) => Err(Error::Sidechannel(CALLBACK_DID_NOT_RUN.to_owned())),
-                    (Ok(stats), Ok(stream)) => {
-                        proxy(stream, rx, stdin_error, io.stdout, io.stderr).await?;
-                        Ok(stats)
-                    }
+                let outcome = rpc_result(joined);
+                return match waiter.try_recv() {
+                    Ok(stream) => finish_proxy(proxy(stream, rx, stdin_error, io.stdout, io.stderr), outcome).await,
+                    Err(_) => outcome.and(Err(Error::Sidechannel(CALLBACK_DID_NOT_RUN.to_owned()))),
                 };
             }
         };
@@ -227,13 +224,28 @@ pub(crate) fn upload_pack(
                 let stats = rpc_result(rpc.await)?;
                 proxied.map(|()| stats)
             }
-            joined = &mut rpc => {
-                let stats = rpc_result(joined)?;
-                proxy.await?;
-                Ok(stats)
-            }
+            joined = &mut rpc => finish_proxy(proxy, rpc_result(joined)).await,
         }
     })
+}
+
+/// How long a failed call still relays what the sidechannel carries (git's stderr, sent before
+/// the status) when the server has not closed it yet.
+const DRAIN_AFTER_ERROR: Duration = Duration::from_secs(5);
+
+/// Lets the proxy finish after the RPC ended, like Gitaly's `Waiter.Close` which waits for the
+/// sidechannel callback. The RPC's error takes precedence over the proxy's.
+async fn finish_proxy<T>(
+    proxy: impl Future<Output = Result<(), Error>>,
+    outcome: Result<T, Error>,
+) -> Result<T, Error> {
+    match outcome {
+        Ok(value) => proxy.await.map(|()| value),
+        Err(e) => {
+            let _ = tokio::time::timeout(DRAIN_AFTER_ERROR, proxy).await;
+            Err(e)
+        }
+    }
 }
 
 /// Copies local stdin into frames (then `0000`) and demultiplexes the server's side-band

@@ -1,0 +1,1015 @@
+//! End-to-end tests of the client against a tiny Gitaly-like server written here with plain
+//! tokio + tokio-yamux + tonic (deliberately independent of the `dev-gitaly` crate and of the
+//! client's own framing helpers, so both sides cannot be wrong in the same way).
+//!
+//! The server speaks the backchannel handshake, opens a reverse stream that is not a
+//! sidechannel (like Gitaly's reverse gRPC dial), opens sidechannels with the 8-byte big-endian
+//! id, checks the v2 token and records every RPC's metadata.
+
+#![expect(clippy::unwrap_used, reason = "test code")]
+
+use futures::StreamExt;
+use gitaly_client::proto::ssh_service_server::{SshService, SshServiceServer};
+use gitaly_client::proto::{self, ExitStatus, PackfileNegotiationStatistics, Repository};
+use gitaly_client::{CallMeta, Error, Stdio, Target};
+use hmac::{Hmac, Mac};
+use prost::Message;
+use sha2::Sha256;
+use std::io::{self, Cursor, Write};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_yamux::{Control, Session, StreamHandle};
+use tonic::transport::server::Connected;
+use tonic::{Request, Response, Status, Streaming};
+
+const TOKEN: &str = "the secret token";
+const UNAVAILABLE: &str = "rpc error: code = Unavailable desc = The git server, Gitaly, is not available at this time. Please contact your administrator.";
+
+// ---------------------------------------------------------------------------------------------
+// The test server
+// ---------------------------------------------------------------------------------------------
+
+/// One RPC as the server saw it.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    rpc: &'static str,
+    metadata: Vec<(String, String)>,
+    relative_path: String,
+    gl_id: String,
+    gl_repository: String,
+    gl_username: String,
+    git_protocol: String,
+    /// Sizes of the stdin messages / sidechannel frames received.
+    chunks: Vec<usize>,
+    /// Whether the sidechannel ended with a flush packet.
+    saw_flush: bool,
+}
+
+impl Seen {
+    fn values(&self, key: &str) -> Vec<&str> {
+        self.metadata
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+#[derive(Clone)]
+struct Svc {
+    token: Option<String>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+fn metadata_pairs(map: &tonic::metadata::MetadataMap) -> Vec<(String, String)> {
+    map.iter()
+        .filter_map(|kv| match kv {
+            tonic::metadata::KeyAndValueRef::Ascii(k, v) => Some((
+                k.as_str().to_owned(),
+                v.to_str().unwrap_or("<non-ascii>").to_owned(),
+            )),
+            tonic::metadata::KeyAndValueRef::Binary(..) => None,
+        })
+        .collect()
+}
+
+impl Svc {
+    fn check_auth(&self, map: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        let Some(token) = &self.token else {
+            return Ok(());
+        };
+        let value = map
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Status::unauthenticated("authentication required"))?;
+        let parts: Vec<&str> = value
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| Status::unauthenticated("authentication required"))?
+            .split('.')
+            .collect();
+        let [version, sig, ts] = parts[..] else {
+            return Err(Status::unauthenticated("authentication required"));
+        };
+        if version != "v2" {
+            return Err(Status::permission_denied(
+                "permission denied: invalid token version",
+            ));
+        }
+        let mut mac = Hmac::<Sha256>::new_from_slice(token.as_bytes()).unwrap();
+        mac.update(ts.as_bytes());
+        if hex::encode(mac.finalize().into_bytes()) != sig {
+            return Err(Status::permission_denied(
+                "permission denied: wrong hmac signature",
+            ));
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let ts: u64 = ts
+            .parse()
+            .map_err(|_| Status::unauthenticated("authentication required"))?;
+        if now.abs_diff(ts) > 30 {
+            return Err(Status::permission_denied(
+                "permission denied: token has expired",
+            ));
+        }
+        Ok(())
+    }
+
+    fn record(&self, seen: Seen) -> usize {
+        let mut all = self.seen.lock().unwrap();
+        all.push(seen);
+        all.len() - 1
+    }
+
+    fn update(&self, index: usize, f: impl FnOnce(&mut Seen)) {
+        f(&mut self.seen.lock().unwrap()[index]);
+    }
+}
+
+/// Reads client → server sidechannel frames until the flush; returns the data and frame sizes.
+async fn read_client_frames(stream: &mut StreamHandle) -> io::Result<(Vec<u8>, Vec<usize>, bool)> {
+    let mut data = Vec::new();
+    let mut sizes = Vec::new();
+    loop {
+        let mut header = [0u8; 4];
+        if let Err(e) = stream.read_exact(&mut header).await {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                return Ok((data, sizes, false));
+            }
+            return Err(e);
+        }
+        let len = u16::from_str_radix(std::str::from_utf8(&header).unwrap(), 16).unwrap() as usize;
+        if len == 0 {
+            return Ok((data, sizes, true));
+        }
+        assert!(len > 4, "the client sent a {len}-byte packet");
+        let mut body = vec![0u8; len - 4];
+        stream.read_exact(&mut body).await?;
+        sizes.push(body.len());
+        data.extend_from_slice(&body);
+    }
+}
+
+/// Writes `data` as side-band-64k packets on `band`.
+async fn write_band(stream: &mut StreamHandle, band: u8, data: &[u8]) -> io::Result<()> {
+    for chunk in data.chunks(65515) {
+        let header = format!("{:04x}", chunk.len() + 5);
+        stream.write_all(header.as_bytes()).await?;
+        stream.write_all(&[band]).await?;
+        stream.write_all(chunk).await?;
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl SshService for Svc {
+    async fn ssh_upload_pack_with_sidechannel(
+        &self,
+        request: Request<proto::SshUploadPackWithSidechannelRequest>,
+    ) -> Result<Response<proto::SshUploadPackWithSidechannelResponse>, Status> {
+        let mut seen = Seen {
+            rpc: "upload-pack",
+            metadata: metadata_pairs(request.metadata()),
+            ..Seen::default()
+        };
+        self.check_auth(request.metadata())?;
+        let id: i64 = request
+            .metadata()
+            .get_all("gitaly-sidechannel-id")
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .ok_or_else(|| Status::invalid_argument("no sidechannel id"))?;
+        let mut control = request.extensions().get::<Control>().cloned().unwrap();
+        let message = request.into_inner();
+        let mode = message.repository.unwrap_or_default().relative_path;
+        seen.relative_path = mode.clone();
+        seen.git_protocol = message.git_protocol;
+        let index = self.record(seen);
+
+        match mode.as_str() {
+            "unavailable" => return Err(Status::unavailable("connection refused by a test")),
+            "limit" => {
+                let limit = proto::LimitError {
+                    error_message: "busy".into(),
+                    retry_after: None,
+                };
+                let details = gitaly_client::encode_status_details(
+                    tonic::Code::Unavailable,
+                    "busy",
+                    &[(
+                        "type.googleapis.com/gitaly.LimitError",
+                        limit.encode_to_vec(),
+                    )],
+                );
+                return Err(Status::with_details(
+                    tonic::Code::Unavailable,
+                    "busy",
+                    details.into(),
+                ));
+            }
+            "nosidechannel" => {
+                return Ok(Response::new(
+                    proto::SshUploadPackWithSidechannelResponse::default(),
+                ));
+            }
+            _ => {}
+        }
+
+        let mut stream = control
+            .open_stream()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let mut header = b"sidechannel".to_vec();
+        header.extend_from_slice(&id.to_be_bytes());
+        stream
+            .write_all(&header)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let mut ok = [0u8; 2];
+        stream
+            .read_exact(&mut ok)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if &ok != b"ok" {
+            return Err(Status::internal("bad sidechannel handshake answer"));
+        }
+
+        let io_err = |e: io::Error| Status::internal(e.to_string());
+        let mut stats = PackfileNegotiationStatistics {
+            wants: 1,
+            ..Default::default()
+        };
+        let result = match mode.as_str() {
+            "hello" => {
+                stream
+                    .write_all(b"0010\x01hello world")
+                    .await
+                    .map_err(io_err)?;
+                Ok(())
+            }
+            "badband" => {
+                stream.write_all(b"0006\x03x").await.map_err(io_err)?;
+                Ok(())
+            }
+            "internal" => {
+                read_client_frames(&mut stream).await.map_err(io_err)?;
+                write_band(&mut stream, 2, b"fatal: git upload-pack: not our ref\n")
+                    .await
+                    .map_err(io_err)?;
+                Err(Status::internal(
+                    "running upload-pack: cmd wait: exit status 128",
+                ))
+            }
+            _ => {
+                let (data, sizes, flush) = read_client_frames(&mut stream).await.map_err(io_err)?;
+                stats.packets = sizes.len() as i64;
+                stats.payload_size = data.len() as i64;
+                self.update(index, |s| {
+                    s.chunks = sizes;
+                    s.saw_flush = flush;
+                });
+                write_band(&mut stream, 2, b"Enumerating objects: 3, done.\n")
+                    .await
+                    .map_err(io_err)?;
+                write_band(&mut stream, 1, &data).await.map_err(io_err)?;
+                Ok(())
+            }
+        };
+        stream.shutdown().await.map_err(io_err)?;
+        result?;
+        Ok(Response::new(proto::SshUploadPackWithSidechannelResponse {
+            packfile_negotiation_statistics: Some(stats),
+        }))
+    }
+
+    type SSHUploadPackStream = ReceiverStream<Result<proto::SshUploadPackResponse, Status>>;
+
+    async fn ssh_upload_pack(
+        &self,
+        _request: Request<Streaming<proto::SshUploadPackRequest>>,
+    ) -> Result<Response<Self::SSHUploadPackStream>, Status> {
+        Err(Status::unimplemented("not in current Gitaly"))
+    }
+
+    type SSHReceivePackStream = ReceiverStream<Result<proto::SshReceivePackResponse, Status>>;
+
+    async fn ssh_receive_pack(
+        &self,
+        request: Request<Streaming<proto::SshReceivePackRequest>>,
+    ) -> Result<Response<Self::SSHReceivePackStream>, Status> {
+        let metadata = metadata_pairs(request.metadata());
+        self.check_auth(request.metadata())?;
+        let mut incoming = request.into_inner();
+        // Like Gitaly: nothing is sent before the first message has been read.
+        let first = incoming
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("no request"))?;
+        if !first.stdin.is_empty() {
+            return Err(Status::invalid_argument("non-empty data in first request"));
+        }
+        if first.gl_id.is_empty() {
+            return Err(Status::invalid_argument("empty GlId"));
+        }
+        let mode = first.repository.clone().unwrap_or_default().relative_path;
+        let index = self.record(Seen {
+            rpc: "receive-pack",
+            metadata,
+            relative_path: mode.clone(),
+            gl_id: first.gl_id,
+            gl_repository: first.gl_repository,
+            gl_username: first.gl_username,
+            git_protocol: first.git_protocol,
+            ..Seen::default()
+        });
+        let (tx, rx) = mpsc::channel(4);
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let mut sizes = Vec::new();
+            while let Some(message) = incoming.next().await {
+                let Ok(message) = message else { return };
+                sizes.push(message.stdin.len());
+                if mode == "echo" {
+                    let out = proto::SshReceivePackResponse {
+                        stdout: message.stdin,
+                        ..Default::default()
+                    };
+                    if tx.send(Ok(out)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            svc.update(index, |s| s.chunks = sizes);
+            let reply = |stderr: &[u8], exit: Option<i32>| proto::SshReceivePackResponse {
+                stderr: stderr.to_vec(),
+                exit_status: exit.map(|value| ExitStatus { value }),
+                ..Default::default()
+            };
+            let _ = match mode.as_str() {
+                "fail" => {
+                    let _ = tx
+                        .send(Ok(reply(b"fatal: protocol error: bad line\n", None)))
+                        .await;
+                    let _ = tx.send(Ok(reply(b"", Some(128)))).await;
+                    tx.send(Err(Status::internal("cmd wait: exit status 128")))
+                        .await
+                }
+                "cancel" => {
+                    tx.send(Err(Status::cancelled("user canceled the push")))
+                        .await
+                }
+                _ => tx.send(Ok(reply(b"remote: done\n", None))).await,
+            };
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type SSHUploadArchiveStream = ReceiverStream<Result<proto::SshUploadArchiveResponse, Status>>;
+
+    async fn ssh_upload_archive(
+        &self,
+        request: Request<Streaming<proto::SshUploadArchiveRequest>>,
+    ) -> Result<Response<Self::SSHUploadArchiveStream>, Status> {
+        let metadata = metadata_pairs(request.metadata());
+        self.check_auth(request.metadata())?;
+        let mut incoming = request.into_inner();
+        let first = incoming
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("no request"))?;
+        if !first.stdin.is_empty() {
+            return Err(Status::invalid_argument("non-empty stdin in first request"));
+        }
+        self.record(Seen {
+            rpc: "upload-archive",
+            metadata,
+            relative_path: first.repository.unwrap_or_default().relative_path,
+            ..Seen::default()
+        });
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut input = Vec::new();
+            while let Some(Ok(message)) = incoming.next().await {
+                input.extend_from_slice(&message.stdin);
+            }
+            let mut stdout = b"archive of: ".to_vec();
+            stdout.extend_from_slice(&input);
+            let message = proto::SshUploadArchiveResponse {
+                stdout,
+                stderr: b"remote: Compressing\n".to_vec(),
+                exit_status: None,
+            };
+            let _ = tx.send(Ok(message)).await;
+            let done = proto::SshUploadArchiveResponse {
+                exit_status: Some(ExitStatus { value: 0 }),
+                ..Default::default()
+            };
+            let _ = tx.send(Ok(done)).await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// The first yamux stream of a backchannel session, as tonic's server sees it; its connect info
+/// is the session's control handle so handlers can open sidechannels.
+struct Conn {
+    stream: StreamHandle,
+    control: Control,
+}
+
+impl Connected for Conn {
+    type ConnectInfo = Control;
+    fn connect_info(&self) -> Control {
+        self.control.clone()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+async fn serve_socket<S>(mut socket: S, conns: mpsc::Sender<Result<Conn, io::Error>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut magic = [0u8; 11];
+    if socket.read_exact(&mut magic).await.is_err() || &magic != b"backchannel" {
+        return; // this test server only speaks the multiplexed protocol
+    }
+    let mut session = Session::new_server(socket, tokio_yamux::Config::default());
+    let mut control = session.control();
+    let handoff = conns.clone();
+    let driver = tokio::spawn(async move {
+        let mut first = true;
+        while let Some(Ok(stream)) = session.next().await {
+            if first {
+                first = false;
+                let control = session.control();
+                let _ = handoff.send(Ok(Conn { stream, control })).await;
+            }
+        }
+    });
+    // Like Gitaly's reverse gRPC dial: a server-opened stream that is not a sidechannel.
+    if let Ok(mut reverse) = control.open_stream().await {
+        let _ = reverse.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+        tokio::spawn(async move {
+            let mut sink = Vec::new();
+            let _ = reverse.read_to_end(&mut sink).await;
+        });
+    }
+    let _ = driver.await;
+}
+
+struct TestGitaly {
+    address: String,
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+enum Listen {
+    Tcp,
+    Unix,
+}
+
+impl TestGitaly {
+    fn start(listen: Listen, token: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket_path = dir.path().join("gitaly.sock");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let svc = Svc {
+            token: token.map(str::to_owned),
+            seen: seen.clone(),
+        };
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let path = socket_path.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let (conn_tx, conn_rx) = mpsc::channel(16);
+                tokio::spawn(
+                    tonic::transport::Server::builder()
+                        .add_service(SshServiceServer::new(svc))
+                        .serve_with_incoming(ReceiverStream::new(conn_rx)),
+                );
+                let accept = async move {
+                    match listen {
+                        Listen::Tcp => {
+                            let listener =
+                                tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                            ready_tx
+                                .send(listener.local_addr().unwrap().port())
+                                .unwrap();
+                            while let Ok((socket, _)) = listener.accept().await {
+                                tokio::spawn(serve_socket(socket, conn_tx.clone()));
+                            }
+                        }
+                        Listen::Unix => {
+                            let listener = tokio::net::UnixListener::bind(&path).unwrap();
+                            ready_tx.send(0).unwrap();
+                            while let Ok((socket, _)) = listener.accept().await {
+                                tokio::spawn(serve_socket(socket, conn_tx.clone()));
+                            }
+                        }
+                    }
+                };
+                tokio::select! {
+                    () = accept => {}
+                    _ = stop_rx => {}
+                }
+            });
+        });
+        let port = ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let address = match port {
+            0 => format!("unix:{}", socket_path.display()),
+            port => format!("tcp://127.0.0.1:{port}"),
+        };
+        TestGitaly {
+            address,
+            port,
+            seen,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+
+    fn target(&self) -> Target {
+        Target {
+            address: self.address.clone(),
+            token: TOKEN.to_owned(),
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestGitaly {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn call_meta() -> CallMeta {
+    CallMeta {
+        features: vec![
+            ("gitaly-feature-cache_invalidator".into(), "true".into()),
+            (
+                "gitaly-feature-inforef_uploadpack_cache".into(),
+                "false".into(),
+            ),
+            ("some-other-feature".into(), "true".into()),
+        ],
+        key_id: "123".into(),
+        key_type: "key".into(),
+        user_id: "user-1".into(),
+        username: "alex-doe".into(),
+        remote_ip: "127.0.0.1".into(),
+        correlation_id: "corr-123".into(),
+        client_name: "gitlab-shell".into(),
+    }
+}
+
+fn repo(relative_path: &str) -> Option<Repository> {
+    Some(Repository {
+        storage_name: "default".into(),
+        relative_path: relative_path.into(),
+        gl_repository: "project-1".into(),
+        ..Default::default()
+    })
+}
+
+struct Output {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+fn upload_pack(
+    t: &Target,
+    mode: &str,
+    stdin: Box<dyn io::Read + Send>,
+) -> (Result<Option<PackfileNegotiationStatistics>, Error>, Output) {
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let request = proto::SshUploadPackWithSidechannelRequest {
+        repository: repo(mode),
+        git_protocol: "version=2".into(),
+        git_config_options: vec![],
+    };
+    let io = Stdio {
+        stdin,
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+    };
+    let result = gitaly_client::upload_pack(t, &call_meta(), request, io);
+    (result, Output { stdout, stderr })
+}
+
+fn receive_pack(t: &Target, mode: &str, stdin: Vec<u8>) -> (Result<Option<i32>, Error>, Output) {
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let request = proto::SshReceivePackRequest {
+        repository: repo(mode),
+        gl_id: "key-123".into(),
+        gl_repository: "project-1".into(),
+        gl_username: "alex-doe".into(),
+        git_protocol: "version=2".into(),
+        ..Default::default()
+    };
+    let io = Stdio {
+        stdin: Box::new(Cursor::new(stdin)),
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+    };
+    let result = gitaly_client::receive_pack(t, &call_meta(), request, io);
+    (result, Output { stdout, stderr })
+}
+
+/// Deterministic incompressible-looking bytes.
+fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+fn assert_shell_metadata(seen: &Seen, git_command: &str) {
+    for (key, want) in [
+        ("gitaly-feature-cache_invalidator", "true"),
+        ("gitaly-feature-inforef_uploadpack_cache", "false"),
+        ("key_id", "123"),
+        ("key_type", "key"),
+        ("user_id", "user-1"),
+        ("username", "alex-doe"),
+        ("remote_ip", "127.0.0.1"),
+        ("x-gitlab-correlation-id", "corr-123"),
+    ] {
+        assert_eq!(seen.values(key), [want], "{key} in {:?}", seen.metadata);
+    }
+    assert_eq!(
+        seen.values("x-gitlab-client-name"),
+        [format!("gitlab-shell-{git_command}").as_str()]
+    );
+    assert!(seen.values("some-other-feature").is_empty());
+    assert_eq!(seen.values("authorization").len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn upload_pack_round_trip_over_tcp_unix_and_dns_with_metadata_once() {
+    let tcp = TestGitaly::start(Listen::Tcp, Some(TOKEN));
+    let unix = TestGitaly::start(Listen::Unix, Some(TOKEN));
+    let dns = Target {
+        address: format!("dns:///127.0.0.1:{}", tcp.port),
+        token: TOKEN.into(),
+    };
+    let unix_triple_slash = Target {
+        address: unix.address.replacen("unix:", "unix://", 1),
+        token: TOKEN.into(),
+    };
+    for (server, target) in [
+        (&tcp, tcp.target()),
+        (&unix, unix.target()),
+        (&tcp, dns),
+        (&unix, unix_triple_slash),
+    ] {
+        let before = server.seen().len();
+        let stdin = b"0032want 0123456789012345678901234567890123456789\n00000009done\n".to_vec();
+        let (result, out) = upload_pack(&target, "echo", Box::new(Cursor::new(stdin.clone())));
+        let stats = result.unwrap().unwrap();
+        assert_eq!(out.stdout, stdin, "{}", target.address);
+        assert_eq!(out.stderr, b"Enumerating objects: 3, done.\n");
+        assert_eq!(
+            (stats.packets, stats.wants, stats.payload_size),
+            (1, 1, stdin.len() as i64)
+        );
+        let seen = server.seen();
+        assert_eq!(seen.len(), before + 1);
+        let call = &seen[before];
+        assert_eq!(call.rpc, "upload-pack");
+        assert_shell_metadata(call, "git-upload-pack");
+        assert_eq!(call.values("gitaly-sidechannel-id").len(), 1);
+        assert_eq!(call.git_protocol, "version=2");
+        assert!(call.saw_flush, "stdin EOF must be sent as a 0000 flush");
+    }
+}
+
+#[test]
+fn sidechannel_ids_differ_per_call() {
+    let server = TestGitaly::start(Listen::Tcp, None);
+    let target = Target {
+        address: server.address.clone(),
+        token: String::new(),
+    };
+    for _ in 0..2 {
+        let (result, _) = upload_pack(&target, "echo", Box::new(Cursor::new(Vec::new())));
+        result.unwrap();
+    }
+    let ids: Vec<String> = server
+        .seen()
+        .iter()
+        .map(|s| s.values("gitaly-sidechannel-id")[0].to_owned())
+        .collect();
+    assert_ne!(ids[0], ids[1]);
+    // Without a token there is no authorization header at all.
+    assert!(server.seen()[0].values("authorization").is_empty());
+}
+
+#[test]
+fn one_sideband_packet_is_exactly_stdout_and_open_stdin_is_not_awaited() {
+    let server = TestGitaly::start(Listen::Unix, Some(TOKEN));
+    // A stdin that never reaches EOF during the call: the proxy must end at the server's EOF.
+    let (stdin, keep_open) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (result, out) = upload_pack(&server.target(), "hello", Box::new(stdin));
+    result.unwrap();
+    assert_eq!(out.stdout, b"hello world");
+    assert!(out.stderr.is_empty());
+    drop(keep_open);
+}
+
+#[test]
+fn large_upload_pack_streams_in_bounded_frames() {
+    let server = TestGitaly::start(Listen::Tcp, Some(TOKEN));
+    let data = noise(6 * 1024 * 1024 + 123);
+    let (result, out) = upload_pack(
+        &server.target(),
+        "echo",
+        Box::new(Cursor::new(data.clone())),
+    );
+    result.unwrap();
+    assert!(
+        out.stdout == data,
+        "echoed pack differs ({} vs {} bytes)",
+        out.stdout.len(),
+        data.len()
+    );
+    let seen = &server.seen()[0];
+    assert!(
+        seen.chunks.iter().all(|&n| n > 0 && n <= 65516),
+        "frame sizes {:?}",
+        seen.chunks
+    );
+    assert_eq!(seen.chunks.iter().sum::<usize>(), data.len());
+    assert!(seen.saw_flush);
+}
+
+#[test]
+fn receive_pack_streams_stdin_and_output() {
+    let server = TestGitaly::start(Listen::Tcp, Some(TOKEN));
+    let data = noise(3 * 1024 * 1024 + 7);
+    let (result, out) = receive_pack(&server.target(), "echo", data.clone());
+    assert_eq!(result, Ok(None), "no exit status on success");
+    assert!(out.stdout == data, "echoed data differs");
+    assert_eq!(out.stderr, b"remote: done\n");
+    let seen = &server.seen()[0];
+    assert_shell_metadata(seen, "git-receive-pack");
+    assert!(seen.values("gitaly-sidechannel-id").is_empty());
+    assert_eq!(
+        (
+            seen.gl_id.as_str(),
+            seen.gl_repository.as_str(),
+            seen.gl_username.as_str(),
+            seen.git_protocol.as_str()
+        ),
+        ("key-123", "project-1", "alex-doe", "version=2")
+    );
+    assert!(
+        seen.chunks.iter().all(|&n| n > 0 && n <= 32 * 1024),
+        "no empty or oversized stdin chunks"
+    );
+    assert_eq!(seen.chunks.iter().sum::<usize>(), data.len());
+}
+
+#[test]
+fn receive_pack_with_empty_stdin_still_sends_the_first_message() {
+    let server = TestGitaly::start(Listen::Unix, Some(TOKEN));
+    let (result, out) = receive_pack(&server.target(), "echo", Vec::new());
+    assert_eq!(result, Ok(None));
+    assert!(out.stdout.is_empty());
+    assert_eq!(server.seen()[0].chunks, Vec::<usize>::new());
+}
+
+#[test]
+fn receive_pack_git_failure_is_internal_and_silent() {
+    let server = TestGitaly::start(Listen::Tcp, Some(TOKEN));
+    let (result, out) = receive_pack(&server.target(), "fail", b"garbage".to_vec());
+    let err = result.unwrap_err();
+    assert!(err.is_silent());
+    assert_eq!(
+        err.to_string(),
+        "rpc error: code = Internal desc = cmd wait: exit status 128"
+    );
+    assert_eq!(out.stderr, b"fatal: protocol error: bad line\n");
+
+    let (result, _) = receive_pack(&server.target(), "cancel", b"x".to_vec());
+    let err = result.unwrap_err();
+    assert!(!err.is_silent());
+    assert_eq!(
+        err.to_string(),
+        "rpc error: code = Canceled desc = user canceled the push"
+    );
+}
+
+/// Writes in order, tagged `out`/`err`.
+type WriteLog = Arc<Mutex<Vec<(&'static str, Vec<u8>)>>>;
+
+/// Records writes to stdout and stderr in one shared log, to check their relative order.
+struct Tagged {
+    tag: &'static str,
+    log: WriteLog,
+}
+
+impl Write for Tagged {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.log.lock().unwrap().push((self.tag, buf.to_vec()));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn upload_archive_writes_stderr_before_stdout_and_returns_exit_status() {
+    let server = TestGitaly::start(Listen::Unix, Some(TOKEN));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = Tagged {
+        tag: "out",
+        log: log.clone(),
+    };
+    let mut stderr = Tagged {
+        tag: "err",
+        log: log.clone(),
+    };
+    let io = Stdio {
+        stdin: Box::new(Cursor::new(b"argument HEAD\n0000".to_vec())),
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+    };
+    let request = proto::SshUploadArchiveRequest {
+        repository: repo("archive"),
+        stdin: Vec::new(),
+    };
+    let result = gitaly_client::upload_archive(&server.target(), &call_meta(), request, io);
+    assert_eq!(result, Ok(Some(0)));
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            ("err", b"remote: Compressing\n".to_vec()),
+            ("out", b"archive of: argument HEAD\n0000".to_vec())
+        ]
+    );
+    assert_shell_metadata(&server.seen()[0], "git-upload-archive");
+}
+
+#[test]
+fn unavailable_is_reworded_and_limit_error_detected() {
+    let server = TestGitaly::start(Listen::Tcp, Some(TOKEN));
+    let (result, _) = upload_pack(
+        &server.target(),
+        "unavailable",
+        Box::new(Cursor::new(Vec::new())),
+    );
+    assert_eq!(result.unwrap_err().to_string(), UNAVAILABLE);
+    let (result, _) = upload_pack(&server.target(), "limit", Box::new(Cursor::new(Vec::new())));
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "rpc error: code = Unavailable desc = GitLab is currently unable to handle this request due to load."
+    );
+}
+
+#[test]
+fn upload_pack_internal_error_is_silent_after_relaying_stderr() {
+    let server = TestGitaly::start(Listen::Tcp, Some(TOKEN));
+    let (result, out) = upload_pack(
+        &server.target(),
+        "internal",
+        Box::new(Cursor::new(b"0000".to_vec())),
+    );
+    let err = result.unwrap_err();
+    assert!(err.is_silent(), "{err}");
+    assert_eq!(out.stderr, b"fatal: git upload-pack: not our ref\n");
+}
+
+#[test]
+fn unexpected_band_and_missing_sidechannel_are_errors() {
+    let server = TestGitaly::start(Listen::Tcp, Some(TOKEN));
+    let (result, _) = upload_pack(
+        &server.target(),
+        "badband",
+        Box::new(Cursor::new(Vec::new())),
+    );
+    assert_eq!(result.unwrap_err().to_string(), "unexpected band: 3");
+    let (result, _) = upload_pack(
+        &server.target(),
+        "nosidechannel",
+        Box::new(Cursor::new(Vec::new())),
+    );
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "callback de-registered without having run"
+    );
+}
+
+#[test]
+fn wrong_token_is_rejected_by_the_server() {
+    let server = TestGitaly::start(Listen::Tcp, Some(TOKEN));
+    let target = Target {
+        address: server.address.clone(),
+        token: "wrong".into(),
+    };
+    let (result, _) = receive_pack(&target, "echo", b"x".to_vec());
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "rpc error: code = PermissionDenied desc = permission denied: wrong hmac signature"
+    );
+}
+
+#[test]
+fn connection_refused_is_the_unavailable_message() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target = Target {
+        address: format!("tcp://127.0.0.1:{port}"),
+        token: String::new(),
+    };
+    let (result, _) = receive_pack(&target, "echo", Vec::new());
+    assert_eq!(result.unwrap_err().to_string(), UNAVAILABLE);
+    let missing = Target {
+        address: "unix:/nonexistent/gitaly.sock".into(),
+        token: String::new(),
+    };
+    let (result, _) = upload_pack(&missing, "echo", Box::new(Cursor::new(Vec::new())));
+    assert_eq!(result.unwrap_err().to_string(), UNAVAILABLE);
+}
+
+#[test]
+fn address_errors_come_before_any_dial() {
+    let (result, _) = receive_pack(&Target::default(), "echo", Vec::new());
+    assert_eq!(result.unwrap_err().to_string(), "no gitaly_address given");
+    let bad = Target {
+        address: "localhost:8075".into(),
+        token: String::new(),
+    };
+    let (result, _) = receive_pack(&bad, "echo", Vec::new());
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "invalid connection string: \"localhost:8075\""
+    );
+}
