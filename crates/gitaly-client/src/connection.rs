@@ -69,8 +69,8 @@ pub struct Connection {
 /// the yamux session driver).
 ///
 /// # Errors
-/// Every connect failure is the reworded `Unavailable` error, as with Go's non-blocking dial;
-/// `tls://` is [`Error::Unsupported`] in this build.
+/// Every connect failure (refused, TLS handshake, HTTP/2 preface) is the reworded `Unavailable`
+/// error, as with Go's non-blocking dial.
 pub async fn connect(address: &Address) -> Result<Connection, Error> {
     let socket = match address {
         Address::Unix(path) => tokio::net::UnixStream::connect(path)

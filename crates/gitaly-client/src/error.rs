@@ -34,9 +34,6 @@ pub enum Error {
     /// The sidechannel failed (bad framing, unexpected band, handshake, I/O); shown as is.
     #[error("{0}")]
     Sidechannel(String),
-    /// The address scheme is valid but this build cannot dial it.
-    #[error("{0}")]
-    Unsupported(String),
     /// A local failure outside gRPC (runtime start-up, writing to stdout/stderr); shown as is.
     #[error("{0}")]
     Local(String),
