@@ -7,4 +7,5 @@ mod authorized_keys_check;
 mod authorized_principals_check;
 mod check;
 mod git_over_ssh;
+mod lfs_transfer;
 mod shell_commands;

@@ -161,6 +161,22 @@ pub struct VerifyResponse {
     pub next_cursor: String,
 }
 
+/// A downloaded object's body.
+pub struct ObjectBody {
+    /// The bytes, streamed from the response.
+    pub reader: Box<dyn Read>,
+    /// `Content-Length`, when the server sent one.
+    pub size: Option<u64>,
+}
+
+impl std::fmt::Debug for ObjectBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectBody")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A client for one project's LFS API.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -187,7 +203,9 @@ impl Client {
             http,
             href: href.trim_end_matches('/').to_owned(),
             authorization: authorization.to_owned(),
-            waits: (0..ATTEMPTS - 1).map(|i| Duration::from_secs(1 << i)).collect(),
+            waits: (0..ATTEMPTS - 1)
+                .map(|i| Duration::from_secs(1 << i))
+                .collect(),
         })
     }
 
@@ -205,7 +223,12 @@ impl Client {
         refname: &str,
         hash_algo: &str,
     ) -> Result<BatchResponse, Error> {
-        let body = BatchRequest { operation, objects, reference: Ref { name: refname }, hash_algo };
+        let body = BatchRequest {
+            operation,
+            objects,
+            reference: Ref { name: refname },
+            hash_algo,
+        };
         let url = format!("{}/objects/batch", self.href);
         let json = to_json(&body)?;
         let resp = self.send(|| self.api(Method::POST, &url).body(json.clone()))?;
@@ -221,13 +244,16 @@ impl Client {
         &self,
         href: &str,
         headers: &BTreeMap<String, String>,
-    ) -> Result<Option<(Box<dyn Read>, Option<u64>)>, Error> {
+    ) -> Result<Option<ObjectBody>, Error> {
         let resp = self.send(|| with_headers(self.http.get(href), headers))?;
         if !resp.status().is_success() {
             return Ok(None);
         }
-        let len = resp.content_length();
-        Ok(Some((Box::new(resp), len)))
+        let size = resp.content_length();
+        Ok(Some(ObjectBody {
+            reader: Box::new(resp),
+            size,
+        }))
     }
 
     /// PUTs an object's bytes.
@@ -247,7 +273,10 @@ impl Client {
 
     /// `POST <href>/locks`.
     pub fn lock(&self, path: &str, refname: &str) -> Result<Lock, Error> {
-        let body = LockRequest { path, reference: opt_ref(refname) };
+        let body = LockRequest {
+            path,
+            reference: opt_ref(refname),
+        };
         let url = format!("{}/locks", self.href);
         let json = to_json(&body)?;
         let resp = self.send(|| self.api(Method::POST, &url).body(json.clone()))?;
@@ -255,14 +284,19 @@ impl Client {
             200..=299 => Ok(parse::<LockResponse>(resp)?.lock.unwrap_or_default()),
             403 => Err(Error::Forbidden),
             404 => Err(Error::NotFound),
-            409 => Err(Error::Conflict(parse::<LockResponse>(resp)?.lock.map(Box::new))),
+            409 => Err(Error::Conflict(
+                parse::<LockResponse>(resp)?.lock.map(Box::new),
+            )),
             _ => Err(Error::Internal(None)),
         }
     }
 
     /// `POST <href>/locks/<id>/unlock`.
     pub fn unlock(&self, id: &str, force: bool, refname: &str) -> Result<Lock, Error> {
-        let body = UnlockRequest { force, reference: opt_ref(refname) };
+        let body = UnlockRequest {
+            force,
+            reference: opt_ref(refname),
+        };
         let url = format!("{}/locks/{id}/unlock", self.href);
         let json = to_json(&body)?;
         let resp = self.send(|| self.api(Method::POST, &url).body(json.clone()))?;
@@ -284,15 +318,23 @@ impl Client {
         refname: &str,
     ) -> Result<VerifyResponse, Error> {
         let mut url = format!("{}/locks/verify", self.href);
-        let query: Vec<(&str, &str)> =
-            [("path", path), ("id", id)].into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        let query: Vec<(&str, &str)> = [("path", path), ("id", id)]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
         if !query.is_empty() {
-            let encoded: Vec<String> =
-                query.iter().map(|(k, v)| format!("{k}={}", super::query_escape(v))).collect();
+            let encoded: Vec<String> = query
+                .iter()
+                .map(|(k, v)| format!("{k}={}", super::query_escape(v)))
+                .collect();
             url.push('?');
             url.push_str(&encoded.join("&"));
         }
-        let body = VerifyRequest { cursor, limit, reference: Ref { name: refname } };
+        let body = VerifyRequest {
+            cursor,
+            limit,
+            reference: Ref { name: refname },
+        };
         let json = to_json(&body)?;
         let resp = self.send(|| self.api(Method::POST, &url).body(json.clone()))?;
         parse(resp)
@@ -356,31 +398,71 @@ mod tests {
 
     #[test]
     fn batch_request_json_matches_gitlab_shell() {
-        let objects = [BatchObject { oid: "abc".into(), size: 5, ..Default::default() }];
-        let body =
-            BatchRequest { operation: "upload", objects: &objects, reference: Ref { name: "refs/heads/main" }, hash_algo: "sha256" };
+        let objects = [BatchObject {
+            oid: "abc".into(),
+            size: 5,
+            ..Default::default()
+        }];
+        let body = BatchRequest {
+            operation: "upload",
+            objects: &objects,
+            reference: Ref {
+                name: "refs/heads/main",
+            },
+            hash_algo: "sha256",
+        };
         assert_eq!(
             serde_json::to_string(&body).unwrap(),
             r#"{"operation":"upload","objects":[{"oid":"abc","size":5}],"ref":{"name":"refs/heads/main"},"hash_algo":"sha256"}"#
         );
-        let body = BatchRequest { operation: "download", objects: &[], reference: Ref { name: "" }, hash_algo: "" };
-        assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"operation":"download","objects":[],"ref":{}}"#);
+        let body = BatchRequest {
+            operation: "download",
+            objects: &[],
+            reference: Ref { name: "" },
+            hash_algo: "",
+        };
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"operation":"download","objects":[],"ref":{}}"#
+        );
     }
 
     #[test]
     fn lock_request_json() {
-        let b = LockRequest { path: "a.bin", reference: opt_ref("") };
+        let b = LockRequest {
+            path: "a.bin",
+            reference: opt_ref(""),
+        };
         assert_eq!(serde_json::to_string(&b).unwrap(), r#"{"path":"a.bin"}"#);
-        let b = UnlockRequest { force: true, reference: opt_ref("refs/heads/x") };
-        assert_eq!(serde_json::to_string(&b).unwrap(), r#"{"force":true,"ref":{"name":"refs/heads/x"}}"#);
-        let b = VerifyRequest { cursor: "", limit: 1, reference: Ref { name: "" } };
-        assert_eq!(serde_json::to_string(&b).unwrap(), r#"{"limit":1,"ref":{}}"#);
+        let b = UnlockRequest {
+            force: true,
+            reference: opt_ref("refs/heads/x"),
+        };
+        assert_eq!(
+            serde_json::to_string(&b).unwrap(),
+            r#"{"force":true,"ref":{"name":"refs/heads/x"}}"#
+        );
+        let b = VerifyRequest {
+            cursor: "",
+            limit: 1,
+            reference: Ref { name: "" },
+        };
+        assert_eq!(
+            serde_json::to_string(&b).unwrap(),
+            r#"{"limit":1,"ref":{}}"#
+        );
     }
 
     #[test]
     fn error_texts() {
-        assert_eq!(Error::Internal(Some(502)).to_string(), "internal error (502)");
+        assert_eq!(
+            Error::Internal(Some(502)).to_string(),
+            "internal error (502)"
+        );
         assert_eq!(Error::Internal(None).to_string(), "internal error");
-        assert_eq!(Error::BatchStatus(401).to_string(), "response failed with status code: 401");
+        assert_eq!(
+            Error::BatchStatus(401).to_string(),
+            "response failed with status code: 401"
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod check;
 pub mod discover;
 pub mod git_audit_event;
 pub mod lfs_authenticate;
+pub mod lfs_transfer;
 pub mod personal_access_token;
 pub mod two_factor_manual_otp_check;
 pub mod two_factor_push_otp_check;

@@ -86,6 +86,25 @@ pub fn run(ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::{Command, build};
+    use crate::config::Config;
+    use crate::sshenv::SshEnv;
+
+    fn shell(cmd: &str) -> crate::args::ShellArgs {
+        let env = SshEnv::from_values("127.0.0.1 1 127.0.0.1 22", cmd.into(), "");
+        crate::args::shell::parse(&["key-1".into()], env).unwrap()
+    }
+
+    #[test]
+    fn only_built_when_pure_ssh_protocol_is_on() {
+        let yaml = "secret: x\nlfs:\n  pure_ssh_protocol: true\n";
+        let on = Config::from_yaml(std::path::Path::new("/"), yaml.as_bytes()).unwrap();
+        let off = Config::from_yaml(std::path::Path::new("/"), b"secret: x\n").unwrap();
+        let args = shell("git-lfs-transfer group/repo download");
+        assert_eq!(build(&args, &on).unwrap(), Command::LfsTransfer);
+        let e = build(&args, &off).unwrap_err();
+        assert!(e.is_unframed() && e.to_string() == "Disallowed command");
+    }
 
     #[test]
     fn authentication_from_response() {

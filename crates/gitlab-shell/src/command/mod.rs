@@ -7,6 +7,7 @@ pub mod custom_action;
 pub mod discover;
 pub mod git;
 pub mod lfs_authenticate;
+pub mod lfs_transfer;
 pub mod personal_access_token;
 pub mod receive_pack;
 pub mod two_factor_recover;
@@ -50,6 +51,8 @@ pub enum Command {
     UploadArchive,
     /// `git-lfs-authenticate`.
     LfsAuthenticate,
+    /// `git-lfs-transfer` (only with `lfs.pure_ssh_protocol`).
+    LfsTransfer,
     /// `2fa_recovery_codes`.
     TwoFactorRecover,
     /// `2fa_verify`.
@@ -67,6 +70,7 @@ impl Command {
             Command::ReceivePack => "*receivepack.Command",
             Command::UploadArchive => "*uploadarchive.Command",
             Command::LfsAuthenticate => "*lfsauthenticate.Command",
+            Command::LfsTransfer => "*lfstransfer.Command",
             Command::TwoFactorRecover => "*twofactorrecover.Command",
             Command::TwoFactorVerify => "*twofactorverify.Command",
             Command::PersonalAccessToken(_) => "*personalaccesstoken.Command",
@@ -83,12 +87,13 @@ pub fn build(args: &ShellArgs, config: &Config) -> Result<Command, Error> {
         CommandType::ReceivePack => Command::ReceivePack,
         CommandType::UploadArchive => Command::UploadArchive,
         CommandType::LfsAuthenticate => Command::LfsAuthenticate,
+        CommandType::LfsTransfer if config.lfs_pure_ssh_protocol => Command::LfsTransfer,
         CommandType::TwoFactorRecover => Command::TwoFactorRecover,
         CommandType::TwoFactorVerify => Command::TwoFactorVerify,
         CommandType::PersonalAccessToken if config.pat_enabled => {
             Command::PersonalAccessToken(personal_access_token::Plan::today())
         }
-        // Pure-SSH LFS (`lfs.pure_ssh_protocol`) is not implemented: refused like a disabled one.
+        // Pure-SSH LFS without `lfs.pure_ssh_protocol` is refused like a disabled command.
         CommandType::PersonalAccessToken | CommandType::LfsTransfer | CommandType::Unknown(_) => {
             return Err(Error::UnknownCommand);
         }
@@ -103,6 +108,7 @@ pub fn run(cmd: &Command, ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
         Command::ReceivePack => receive_pack::run(ctx, io),
         Command::UploadArchive => upload_archive::run(ctx, io),
         Command::LfsAuthenticate => lfs_authenticate::run(ctx, io),
+        Command::LfsTransfer => lfs_transfer::run(ctx, io),
         Command::TwoFactorRecover => two_factor_recover::run(ctx, io),
         Command::TwoFactorVerify => two_factor_verify::run(ctx, io),
         Command::PersonalAccessToken(plan) => personal_access_token::run(ctx, plan, io),

@@ -6,6 +6,14 @@
 //! `{"operation","oid","href","headers"}` the LFS API returned) and a `token` (base64 of
 //! HMAC-SHA256 of that JSON keyed with the GitLab Shell secret). `get-object`/`put-object`
 //! bring both back, so the transfer URL and its headers never have to be trusted from the client.
+//!
+//! Deliberate difference from GitLab Shell: git-lfs clients before 3.4 (Debian bookworm ships
+//! 3.3.0) drop `id` and `token` between the batch and the transfer (their `tq.newTransfer` copies
+//! only href/header/expiry). GitLab Shell answers those requests `400 error: missing id`, so
+//! pure-SSH LFS never works with such clients. When *both* are absent we instead resolve the
+//! object with a one-object batch request under the session's own LFS credential, which grants
+//! nothing the client could not already get; any other id/token problem is refused as GitLab
+//! Shell refuses it.
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -43,7 +51,10 @@ pub struct GitlabBackend {
 impl GitlabBackend {
     /// A backend over `client`, signing ids with `secret`.
     pub fn new(client: Client, secret: &[u8]) -> GitlabBackend {
-        GitlabBackend { client, secret: secret.to_vec() }
+        GitlabBackend {
+            client,
+            secret: secret.to_vec(),
+        }
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -63,6 +74,36 @@ impl GitlabBackend {
         Ok(args)
     }
 
+    /// The transfer target for `oid`: from `id`/`token` when the client sent them (checked as
+    /// GitLab Shell checks them), else from a fresh one-object batch (`Ok(None)`: the LFS API
+    /// offers no such action, i.e. nothing to upload or nothing to download).
+    fn target(&self, op: Operation, oid: &str, args: &Args) -> Result<Option<IdData>, Error> {
+        if args.contains_key("id") || args.contains_key("token") {
+            return self.check_args(op, oid, args).map(Some);
+        }
+        let size = args.get("size").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let object = BatchObject {
+            oid: oid.to_owned(),
+            size,
+            ..Default::default()
+        };
+        let response = self
+            .client
+            .batch(op.as_str(), &[object], "", "")
+            .map_err(internal)?;
+        Ok(response
+            .objects
+            .into_iter()
+            .find(|o| o.oid == oid)
+            .and_then(|o| o.actions.get(op.as_str()).cloned())
+            .map(|action| IdData {
+                operation: op.as_str().into(),
+                oid: oid.to_owned(),
+                href: action.href,
+                headers: action.header,
+            }))
+    }
+
     /// Checks `id`/`token` and returns the href and headers they carry.
     fn check_args(&self, op: Operation, oid: &str, args: &Args) -> Result<IdData, Error> {
         let id = args.get("id").map(String::as_str).unwrap_or_default();
@@ -73,16 +114,19 @@ impl GitlabBackend {
         if token.is_empty() {
             return Err(Error::Unauthorized("missing token".into()));
         }
-        let id_bytes = B64.decode(id).map_err(|_| Error::BadRequest("invalid id".into()))?;
-        let token_bytes =
-            B64.decode(token).map_err(|_| Error::BadRequest("invalid token".into()))?;
+        let id_bytes = B64
+            .decode(id)
+            .map_err(|_| Error::BadRequest("invalid id".into()))?;
+        let token_bytes = B64
+            .decode(token)
+            .map_err(|_| Error::BadRequest("invalid token".into()))?;
         let mut mac = self.mac();
         mac.update(&id_bytes);
         if mac.verify_slice(&token_bytes).is_err() {
             return Err(Error::Forbidden("token hash mismatch".into()));
         }
-        let data: IdData =
-            serde_json::from_slice(&id_bytes).map_err(|_| Error::BadRequest("invalid id".into()))?;
+        let data: IdData = serde_json::from_slice(&id_bytes)
+            .map_err(|_| Error::BadRequest("invalid id".into()))?;
         if data.operation != op.as_str() {
             return Err(Error::Forbidden("invalid operation".into()));
         }
@@ -102,7 +146,11 @@ impl Backend for GitlabBackend {
     ) -> Result<Vec<BatchItem>, Error> {
         let request: Vec<BatchObject> = objects
             .iter()
-            .map(|p| BatchObject { oid: p.oid.clone(), size: p.size, ..Default::default() })
+            .map(|p| BatchObject {
+                oid: p.oid.clone(),
+                size: p.size,
+                ..Default::default()
+            })
             .collect();
         let arg = |k: &str| args.get(k).map(String::as_str).unwrap_or_default();
         let response = self
@@ -124,7 +172,10 @@ impl Backend for GitlabBackend {
                 None => (false, Args::new()),
             };
             items.push(BatchItem {
-                pointer: Pointer { oid: object.oid, size: object.size },
+                pointer: Pointer {
+                    oid: object.oid,
+                    size: object.size,
+                },
                 has_action,
                 args: item_args,
             });
@@ -133,7 +184,10 @@ impl Backend for GitlabBackend {
     }
 
     fn upload(&mut self, oid: &str, data: Vec<u8>, args: &Args) -> Result<(), Error> {
-        let target = self.check_args(Operation::Upload, oid, args)?;
+        let Some(target) = self.target(Operation::Upload, oid, args)? else {
+            // The server already has it.
+            return Ok(());
+        };
         match self.client.put_object(&target.href, &target.headers, data) {
             Ok(()) => Ok(()),
             Err(lfs::Error::NotFound) => Err(Error::NotFound("not found".into())),
@@ -147,15 +201,32 @@ impl Backend for GitlabBackend {
     }
 
     fn download(&mut self, oid: &str, args: &Args) -> Result<Option<Download>, Error> {
-        let target = self.check_args(Operation::Download, oid, args)?;
-        match self.client.get_object(&target.href, &target.headers).map_err(internal)? {
+        let Some(target) = self.target(Operation::Download, oid, args)? else {
+            return Ok(None);
+        };
+        match self
+            .client
+            .get_object(&target.href, &target.headers)
+            .map_err(internal)?
+        {
             None => Ok(None),
-            Some((reader, Some(size))) => Ok(Some(Download { reader, size })),
-            Some((mut reader, None)) => {
+            Some(lfs::ObjectBody {
+                reader,
+                size: Some(size),
+            }) => Ok(Some(Download { reader, size })),
+            Some(lfs::ObjectBody {
+                mut reader,
+                size: None,
+            }) => {
                 // No Content-Length: buffer to learn the size the protocol needs up front.
                 let mut data = Vec::new();
-                reader.read_to_end(&mut data).map_err(|e| Error::Internal(e.to_string()))?;
-                Ok(Some(Download { size: data.len() as u64, reader: Box::new(std::io::Cursor::new(data)) }))
+                reader
+                    .read_to_end(&mut data)
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                Ok(Some(Download {
+                    size: data.len() as u64,
+                    reader: Box::new(std::io::Cursor::new(data)),
+                }))
             }
         }
     }
@@ -171,11 +242,22 @@ impl Backend for GitlabBackend {
     }
 
     fn lock_for_path(&mut self, path: &str) -> Result<Option<Lock>, Error> {
-        let page = self.client.list_locks_verify(path, "", "", 1, "").map_err(internal)?;
+        let page = self
+            .client
+            .list_locks_verify(path, "", "", 1, "")
+            .map_err(internal)?;
         match (page.ours.len(), page.theirs.len()) {
             (0, 0) => Ok(None),
-            (1, 0) => Ok(page.ours.into_iter().next().map(|l| convert(l, Some(Owner::Ours)))),
-            (0, 1) => Ok(page.theirs.into_iter().next().map(|l| convert(l, Some(Owner::Theirs)))),
+            (1, 0) => Ok(page
+                .ours
+                .into_iter()
+                .next()
+                .map(|l| convert(l, Some(Owner::Ours)))),
+            (0, 1) => Ok(page
+                .theirs
+                .into_iter()
+                .next()
+                .map(|l| convert(l, Some(Owner::Theirs)))),
             _ => Err(Error::Internal("internal error".into())),
         }
     }
@@ -195,13 +277,20 @@ impl Backend for GitlabBackend {
             .ours
             .into_iter()
             .map(|l| convert(l, Some(Owner::Ours)))
-            .chain(page.theirs.into_iter().map(|l| convert(l, Some(Owner::Theirs))))
+            .chain(
+                page.theirs
+                    .into_iter()
+                    .map(|l| convert(l, Some(Owner::Theirs))),
+            )
             .collect();
         Ok((locks, page.next_cursor))
     }
 
     fn unlock(&mut self, id: &str, force: bool, refname: &str) -> Result<Lock, Error> {
-        self.client.unlock(id, force, refname).map(|l| convert(l, None)).map_err(lock_error)
+        self.client
+            .unlock(id, force, refname)
+            .map(|l| convert(l, None))
+            .map_err(lock_error)
     }
 }
 
@@ -264,7 +353,10 @@ mod tests {
             id,
             br#"{"operation":"download","oid":"abc","href":"http://h/o","headers":{"X-A":"1"}}"#
         );
-        assert_eq!(b.check_args(Operation::Download, "abc", &args).unwrap(), data);
+        assert_eq!(
+            b.check_args(Operation::Download, "abc", &args).unwrap(),
+            data
+        );
         assert_eq!(
             b.check_args(Operation::Upload, "abc", &args),
             Err(Error::Forbidden("invalid operation".into()))
@@ -309,9 +401,33 @@ mod tests {
     }
 
     #[test]
+    fn a_lone_id_or_token_is_refused_like_gitlab_shell() {
+        let b = backend();
+        let args = Args::from([("token".to_owned(), "x".to_owned())]);
+        assert_eq!(
+            b.target(Operation::Upload, "a", &args),
+            Err(Error::BadRequest("missing id".into()))
+        );
+        let args = Args::from([("id".to_owned(), "e30=".to_owned())]);
+        assert_eq!(
+            b.target(Operation::Download, "a", &args),
+            Err(Error::Unauthorized("missing token".into()))
+        );
+    }
+
+    #[test]
     fn lock_times_lose_fractions() {
-        assert_eq!(rfc3339_seconds("2024-01-02T03:04:05.678Z"), "2024-01-02T03:04:05Z");
-        assert_eq!(rfc3339_seconds("2024-01-02T03:04:05.6+02:00"), "2024-01-02T03:04:05+02:00");
-        assert_eq!(rfc3339_seconds("2024-01-02T03:04:05Z"), "2024-01-02T03:04:05Z");
+        assert_eq!(
+            rfc3339_seconds("2024-01-02T03:04:05.678Z"),
+            "2024-01-02T03:04:05Z"
+        );
+        assert_eq!(
+            rfc3339_seconds("2024-01-02T03:04:05.6+02:00"),
+            "2024-01-02T03:04:05+02:00"
+        );
+        assert_eq!(
+            rfc3339_seconds("2024-01-02T03:04:05Z"),
+            "2024-01-02T03:04:05Z"
+        );
     }
 }

@@ -144,7 +144,9 @@ pub struct Download {
 
 impl std::fmt::Debug for Download {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Download").field("size", &self.size).finish_non_exhaustive()
+        f.debug_struct("Download")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
     }
 }
 
@@ -192,8 +194,12 @@ impl Error {
 /// What the processor needs from the storage side.
 pub trait Backend {
     /// Resolves a batch request. `args` holds the batch arguments (`refname`, `hash-algo`, ...).
-    fn batch(&mut self, op: Operation, objects: &[Pointer], args: &Args)
-    -> Result<Vec<BatchItem>, Error>;
+    fn batch(
+        &mut self,
+        op: Operation,
+        objects: &[Pointer],
+        args: &Args,
+    ) -> Result<Vec<BatchItem>, Error>;
     /// Stores an uploaded object whose bytes were already read (and hashed) from the client.
     fn upload(&mut self, oid: &str, data: Vec<u8>, args: &Args) -> Result<(), Error>;
     /// Confirms an upload (`verify-object`).
@@ -231,11 +237,19 @@ enum Body {
 
 impl Status {
     fn ok() -> Status {
-        Status { code: 200, args: Vec::new(), body: Body::None }
+        Status {
+            code: 200,
+            args: Vec::new(),
+            body: Body::None,
+        }
     }
 
     fn with_lines(code: u16, args: Vec<String>, lines: Vec<String>) -> Status {
-        Status { code, args, body: Body::Lines(lines) }
+        Status {
+            code,
+            args,
+            body: Body::Lines(lines),
+        }
     }
 
     fn message(code: u16, message: impl Into<String>) -> Status {
@@ -254,7 +268,12 @@ pub struct Processor<'b, R, W, B> {
 impl<'b, R: Read, W: Write, B: Backend> Processor<'b, R, W, B> {
     /// A processor for `op` reading commands from `input` and answering on `output`.
     pub fn new(input: R, output: W, backend: &'b mut B, op: Operation) -> Self {
-        Processor { reader: Reader::new(input), writer: Writer::new(output), backend, op }
+        Processor {
+            reader: Reader::new(input),
+            writer: Writer::new(output),
+            backend,
+            op,
+        }
     }
 
     /// Writes the capability advertisement (`version=1`, `locking`, flush).
@@ -336,12 +355,16 @@ impl<'b, R: Read, W: Write, B: Backend> Processor<'b, R, W, B> {
 
     /// Reads `key=value` lines up to a delimiter (`to_delim`) or a flush.
     fn read_args(&mut self, to_delim: bool) -> Result<Args, Error> {
-        let lines = if to_delim { self.read_list_to_delim()? } else { self.read_list_to_flush()? };
+        let lines = if to_delim {
+            self.read_list_to_delim()?
+        } else {
+            self.read_list_to_flush()?
+        };
         parse_args(&lines)
     }
 
     fn read_list_to_flush(&mut self) -> Result<Vec<String>, Error> {
-        self.reader.read_text_until_flush().map_err(|e| Error::parse(e))
+        self.reader.read_text_until_flush().map_err(Error::parse)
     }
 
     fn read_list_to_delim(&mut self) -> Result<Vec<String>, Error> {
@@ -349,7 +372,8 @@ impl<'b, R: Read, W: Write, B: Backend> Processor<'b, R, W, B> {
         loop {
             match self.reader.read_packet() {
                 Ok(Some(Packet::Delim)) => return Ok(lines),
-                Ok(Some(p)) => lines.push(String::from_utf8_lossy(p.as_text().unwrap_or_default()).into_owned()),
+                Ok(Some(p)) => lines
+                    .push(String::from_utf8_lossy(p.as_text().unwrap_or_default()).into_owned()),
                 Ok(None) => return Err(Error::parse("EOF")),
                 Err(e) => return Err(Error::parse(e)),
             }
@@ -381,14 +405,17 @@ impl<'b, R: Read, W: Write, B: Backend> Processor<'b, R, W, B> {
             if parts.len() < 2 || parts[1].is_empty() {
                 return Err(Error::BadRequest("parse error".into()));
             }
-            let size = parts[1].parse::<i64>().map_err(|_| {
-                Error::parse(format!("invalid integer, got: {:?}", parts[1]))
-            })?;
+            let size = parts[1]
+                .parse::<i64>()
+                .map_err(|_| Error::parse(format!("invalid integer, got: {:?}", parts[1])))?;
             if parts.len() > 2 {
                 let extra: Vec<String> = parts[2..].iter().map(|s| (*s).to_owned()).collect();
                 parse_args(&extra)?;
             }
-            pointers.push(Pointer { oid: parts[0].to_owned(), size });
+            pointers.push(Pointer {
+                oid: parts[0].to_owned(),
+                size,
+            });
         }
         let items = self.backend.batch(self.op, &pointers, &args)?;
         let (present, missing) = match self.op {
@@ -418,10 +445,14 @@ impl<'b, R: Read, W: Write, B: Backend> Processor<'b, R, W, B> {
         let args = self.read_args(true)?;
         let expected: i64 = match args.get("size") {
             None => return Err(Error::Internal("missing required size header".into())),
-            Some(s) => s.parse().map_err(|e| Error::Internal(format!("invalid size: {e}")))?,
+            Some(s) => s
+                .parse()
+                .map_err(|e| Error::Internal(format!("invalid size: {e}")))?,
         };
         let mut data = Vec::new();
-        self.reader.copy_data_until_flush(&mut data).map_err(Error::parse)?;
+        self.reader
+            .copy_data_until_flush(&mut data)
+            .map_err(Error::parse)?;
         let actual_size = data.len() as i64;
         let actual_oid = hex_sha256(&data);
         self.backend.upload(oid, data, &args)?;
@@ -449,7 +480,10 @@ impl<'b, R: Read, W: Write, B: Backend> Processor<'b, R, W, B> {
     fn get_object(&mut self, oid: &str) -> Result<Option<Status>, Error> {
         let args = self.read_args(false)?;
         match self.backend.download(oid, &args)? {
-            None => Ok(Some(Status::message(404, format!("object {oid} not found")))),
+            None => Ok(Some(Status::message(
+                404,
+                format!("object {oid} not found"),
+            ))),
             Some(dl) => Ok(Some(Status {
                 code: 200,
                 args: vec![format!("size={}", dl.size)],
@@ -463,21 +497,28 @@ impl<'b, R: Read, W: Write, B: Backend> Processor<'b, R, W, B> {
         let path = args.get("path").map(String::as_str).unwrap_or_default();
         let refname = args.get("refname").map(String::as_str).unwrap_or_default();
         if path.is_empty() {
-            return Err(Error::Internal("missing data: path and refname are required".into()));
+            return Err(Error::Internal(
+                "missing data: path and refname are required".into(),
+            ));
         }
         match self.backend.create_lock(path, refname)? {
-            LockCreated::Created(lock) => {
-                Ok(Some(Status { code: 201, args: lock.as_arguments(), body: Body::None }))
-            }
+            LockCreated::Created(lock) => Ok(Some(Status {
+                code: 201,
+                args: lock.as_arguments(),
+                body: Body::None,
+            })),
             LockCreated::Conflict(known) => {
                 let lock = match known {
                     Some(lock) => lock,
-                    None => self
-                        .backend
-                        .lock_for_path(path)?
-                        .ok_or_else(|| Error::Internal("lock conflict, but no lock found".into()))?,
+                    None => self.backend.lock_for_path(path)?.ok_or_else(|| {
+                        Error::Internal("lock conflict, but no lock found".into())
+                    })?,
                 };
-                Ok(Some(Status::with_lines(409, lock.as_arguments(), vec!["conflict".into()])))
+                Ok(Some(Status::with_lines(
+                    409,
+                    lock.as_arguments(),
+                    vec!["conflict".into()],
+                )))
             }
         }
     }
@@ -485,7 +526,11 @@ impl<'b, R: Read, W: Write, B: Backend> Processor<'b, R, W, B> {
     fn list_locks(&mut self) -> Result<Option<Status>, Error> {
         let args = self.read_args(false)?;
         let with_owner = self.op == Operation::Upload;
-        let limit = match args.get("limit").and_then(|l| l.parse::<i64>().ok()).unwrap_or(0) {
+        let limit = match args
+            .get("limit")
+            .and_then(|l| l.parse::<i64>().ok())
+            .unwrap_or(0)
+        {
             n if n <= 0 => DEFAULT_LOCK_LIMIT,
             n if n > MAX_LOCK_LIMIT as i64 => MAX_LOCK_LIMIT,
             n => n as usize,
@@ -498,11 +543,18 @@ impl<'b, R: Read, W: Write, B: Backend> Processor<'b, R, W, B> {
                     Vec::new(),
                     lock.as_lock_spec(with_owner),
                 ))),
-                _ => Ok(Some(Status::message(404, format!("lock for path {path} not found")))),
+                _ => Ok(Some(Status::message(
+                    404,
+                    format!("lock for path {path} not found"),
+                ))),
             };
         }
         let (locks, next_cursor) = self.backend.list_locks(&cursor, limit, &args)?;
-        let lines = locks.iter().take(limit).flat_map(|l| l.as_lock_spec(with_owner)).collect();
+        let lines = locks
+            .iter()
+            .take(limit)
+            .flat_map(|l| l.as_lock_spec(with_owner))
+            .collect();
         let mut status_args = Vec::new();
         if !next_cursor.is_empty() {
             status_args.push(format!("next-cursor={next_cursor}"));
@@ -515,7 +567,11 @@ impl<'b, R: Read, W: Write, B: Backend> Processor<'b, R, W, B> {
         let force = args.get("force").is_some_and(|f| f == "true");
         let refname = args.get("refname").map(String::as_str).unwrap_or_default();
         let lock = self.backend.unlock(id, force, refname)?;
-        Ok(Some(Status { code: 200, args: lock.as_arguments(), body: Body::None }))
+        Ok(Some(Status {
+            code: 200,
+            args: lock.as_arguments(),
+            body: Body::None,
+        }))
     }
 }
 
@@ -532,7 +588,10 @@ pub fn parse_args(lines: &[String]) -> Result<Args, Error> {
 }
 
 fn hex_sha256(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

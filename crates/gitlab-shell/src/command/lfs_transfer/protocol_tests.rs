@@ -33,7 +33,11 @@ impl Backend for MemBackend {
                     args.insert("token".into(), "t".into());
                     args.insert("id".into(), format!("id-{}", &p.oid[..4]));
                 }
-                BatchItem { pointer: p.clone(), has_action, args }
+                BatchItem {
+                    pointer: p.clone(),
+                    has_action,
+                    args,
+                }
             })
             .collect())
     }
@@ -83,7 +87,11 @@ impl Backend for MemBackend {
         limit: usize,
         _args: &Args,
     ) -> Result<(Vec<Lock>, String), Error> {
-        let next = if self.locks.len() > limit { "more".to_owned() } else { String::new() };
+        let next = if self.locks.len() > limit {
+            "more".to_owned()
+        } else {
+            String::new()
+        };
         Ok((self.locks.clone(), next))
     }
 
@@ -173,7 +181,10 @@ fn wrong_version_and_unknown_commands() {
 #[test]
 fn end_of_input_without_quit_is_clean() {
     let mut b = MemBackend::default();
-    assert_eq!(run(Operation::Upload, &mut b, b""), "version=1|locking|0000");
+    assert_eq!(
+        run(Operation::Upload, &mut b, b""),
+        "version=1|locking|0000"
+    );
 }
 
 #[test]
@@ -199,7 +210,12 @@ fn upload_batch_put_verify() {
         "0001",
     ]);
     input.extend_from_slice(b"0009hello0000");
-    input.extend(transcript(&[&format!("verify-object {OID}"), "size=5", "token=t", "0000"]));
+    input.extend(transcript(&[
+        &format!("verify-object {OID}"),
+        "size=5",
+        "token=t",
+        "0000",
+    ]));
     input.extend(transcript(&["quit", "0000"]));
     let got = run(Operation::Upload, &mut b, &input);
     assert_eq!(
@@ -213,9 +229,21 @@ fn upload_batch_put_verify() {
     assert_eq!(b.objects.get(OID).map(Vec::as_slice), Some(&b"hello"[..]));
     let (op, pointers, args) = &b.batches[0];
     assert_eq!(*op, Operation::Upload);
-    assert_eq!(pointers[0], Pointer { oid: OID.into(), size: 5 });
-    assert_eq!(args.get("refname").map(String::as_str), Some("refs/heads/main"));
-    assert_eq!(b.uploads[0].1.get("id").map(String::as_str), Some("id-2cf2"));
+    assert_eq!(
+        pointers[0],
+        Pointer {
+            oid: OID.into(),
+            size: 5
+        }
+    );
+    assert_eq!(
+        args.get("refname").map(String::as_str),
+        Some("refs/heads/main")
+    );
+    assert_eq!(
+        b.uploads[0].1.get("id").map(String::as_str),
+        Some("id-2cf2")
+    );
 }
 
 #[test]
@@ -254,7 +282,11 @@ fn put_object_checks_size_hash_and_token() {
         let mut input = transcript(&[&format!("put-object {oid}"), "size=5", token, "0001"]);
         input.extend_from_slice(data);
         let got = run(Operation::Upload, &mut b, &input);
-        assert_eq!(got, format!("version=1|locking|0000|{want}"), "case {token} {data:?}");
+        assert_eq!(
+            got,
+            format!("version=1|locking|0000|{want}"),
+            "case {token} {data:?}"
+        );
     }
 }
 
