@@ -24,6 +24,7 @@
 pub mod api;
 pub mod fixture;
 pub mod lfs;
+pub mod primary;
 mod server;
 
 pub use fixture::Fixture;

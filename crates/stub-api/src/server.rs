@@ -549,6 +549,9 @@ async fn handle(
     if let Some(reply) = lfs_reply {
         return Ok(reply);
     }
+    if let Some(reply) = crate::primary::respond(&method, &path, &query) {
+        return Ok(reply);
+    }
     if unauthorized {
         return Ok(json_response(
             401,
