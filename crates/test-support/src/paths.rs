@@ -31,6 +31,22 @@ pub fn release_dir() -> PathBuf {
     workspace_root().join("target").join("release")
 }
 
+/// Environment variable naming a folder to take the four product binaries from instead of the
+/// build output, e.g. the Go GitLab Shell's binaries to check that a test pins real behaviour:
+/// `GITLAB_SHELL_E2E_BIN_DIR=/tmp/go-gls/x/usr/bin cargo test --release -p gitlab-shell-e2e`.
+pub const BIN_DIR_OVERRIDE: &str = "GITLAB_SHELL_E2E_BIN_DIR";
+
+/// The folder named by [`BIN_DIR_OVERRIDE`], if set.
+pub fn bin_dir_override() -> Option<PathBuf> {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "test support, not the product: an explicit override for the binaries under test"
+    )]
+    std::env::var_os(BIN_DIR_OVERRIDE)
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+}
+
 /// Path of a built program: `<workspace>/bin/<name>` (what `make compile` installs) or
 /// `target/release/<name>`, whichever is newer, so a `cargo build` after `make compile` is seen.
 /// Panics with a hint when neither exists.

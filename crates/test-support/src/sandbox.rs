@@ -20,7 +20,8 @@ use stub_api::{StartOptions, StubApi};
 use crate::git::{Commit, GitEnv};
 use crate::keys::ClientKey;
 use crate::paths::{
-    PRODUCT_BINARIES, built_binary, current_user, make_dir, socket_dir, unique_dir,
+    PRODUCT_BINARIES, bin_dir_override, built_binary, current_user, make_dir, socket_dir,
+    unique_dir,
 };
 use crate::run::{Cmd, Run};
 use crate::sshd::Sshd;
@@ -132,7 +133,21 @@ impl SandboxBuilder {
         let bin = root.join("bin");
         make_dir(&bin);
         for name in PRODUCT_BINARIES {
-            install(&built_binary(name), &bin.join(name));
+            match bin_dir_override() {
+                // Other builds (e.g. Debian's Go package) may look for their root elsewhere:
+                // a wrapper pins it to this sandbox, as GITLAB_SHELL_DIR does.
+                Some(dir) => write(
+                    &bin.join(name),
+                    format!(
+                        "#!/bin/sh\nGITLAB_SHELL_DIR='{}' exec '{}' \"$@\"\n",
+                        root.display(),
+                        dir.join(name).display()
+                    )
+                    .as_bytes(),
+                    0o755,
+                ),
+                None => install(&built_binary(name), &bin.join(name)),
+            }
         }
         write(&root.join(".gitlab_shell_secret"), &self.secret, 0o600);
         let storage = root.join("storage");
