@@ -6,6 +6,7 @@
 mod authorized_keys_check;
 mod authorized_principals_check;
 mod check;
+mod geo;
 mod git_over_ssh;
 mod lfs_transfer;
 mod shell_commands;

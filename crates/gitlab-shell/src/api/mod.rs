@@ -8,6 +8,8 @@ pub mod allowed;
 pub mod authorized_keys;
 pub mod check;
 pub mod discover;
+pub mod geo;
+pub mod geo_git;
 pub mod git_audit_event;
 pub mod lfs_authenticate;
 pub mod lfs_transfer;
@@ -105,6 +107,12 @@ impl Target {
         } else {
             Err(Error::Client("unknown GitLab URL prefix".into()))
         }
+    }
+
+    /// The URL for a path used exactly as given, without the `/api/v4/internal` prefix: the
+    /// Geo custom-action endpoints (§3.1, §6.1).
+    pub fn url_verbatim(&self, path: &str) -> String {
+        format!("{}/{}", self.host().trim_end_matches('/'), path.trim_start_matches('/'))
     }
 
     fn host(&self) -> &str {
@@ -339,15 +347,36 @@ impl Client {
         decode(status, &body)
     }
 
-    /// Sends with retries (§3.2) and maps statuses (§3.3); returns a 2xx/3xx status and body.
+    /// `POST` to a path used exactly as given (the Geo custom-action endpoints), otherwise like
+    /// [`Client::post`].
+    pub fn post_verbatim<B: Serialize, T: DeserializeOwned + Default>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Reply<T>, Error> {
+        let json = serde_json::to_vec(body).map_err(|e| Error::Client(e.to_string()))?;
+        let url = self.inner.target.url_verbatim(path);
+        let (status, body) = self.execute_url(Method::POST, url, Some(json))?;
+        decode(status, &body)
+    }
+
     fn execute(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Vec<u8>), Error> {
+        self.execute_url(method, self.inner.target.url(path), body)
+    }
+
+    /// Sends with retries (§3.2) and maps statuses (§3.3); returns a 2xx/3xx status and body.
+    fn execute_url(
+        &self,
+        method: Method,
+        url: String,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Vec<u8>), Error> {
         let inner = &self.inner;
-        let url = inner.target.url(path);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())

@@ -45,5 +45,5 @@ pub fn run(
     if !direct && endpoints_empty {
         return Err(Error::Message(EMPTY_API_ENDPOINTS.into()));
     }
-    Err(Error::Message(NOT_SUPPORTED.into()))
+    crate::command::geo::run(_ctx, _client, access, action, _io)
 }

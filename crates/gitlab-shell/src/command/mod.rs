@@ -5,6 +5,7 @@
 pub mod access;
 pub mod custom_action;
 pub mod discover;
+pub mod geo;
 pub mod git;
 pub mod lfs_authenticate;
 pub mod lfs_transfer;
