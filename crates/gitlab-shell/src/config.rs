@@ -440,6 +440,23 @@ sshd:
     }
 
     #[test]
+    fn example_config_parses_to_the_documented_values() {
+        let dir = root_with_secret(b"secret");
+        let text = include_str!("../../../config.yml.example");
+        let c = Config::from_yaml(dir.path(), text.as_bytes()).unwrap();
+        assert_eq!(
+            c.gitlab_url,
+            "http+unix:///home/git/gitlab/tmp/sockets/gitlab-workhorse.socket"
+        );
+        assert_eq!(c.http_settings, HttpSettings::default());
+        assert_eq!(c.log_level, "INFO");
+        assert_eq!(c.log_format, "json");
+        assert!(c.pat_enabled);
+        assert!(!c.lfs_pure_ssh_protocol);
+        assert_eq!(c.secret, b"secret");
+    }
+
+    #[test]
     fn clean_join_behaves_like_go_path_join() {
         assert_eq!(
             clean_join(Path::new("/a/b/"), "bin/gitlab-shell"),

@@ -11,6 +11,7 @@ pub mod discover;
 pub mod geo;
 pub mod geo_git;
 pub mod git_audit_event;
+pub mod http1;
 pub mod lfs_authenticate;
 pub mod lfs_transfer;
 pub mod personal_access_token;
@@ -112,7 +113,11 @@ impl Target {
     /// The URL for a path used exactly as given, without the `/api/v4/internal` prefix: the
     /// Geo custom-action endpoints (§3.1, §6.1).
     pub fn url_verbatim(&self, path: &str) -> String {
-        format!("{}/{}", self.host().trim_end_matches('/'), path.trim_start_matches('/'))
+        format!(
+            "{}/{}",
+            self.host().trim_end_matches('/'),
+            path.trim_start_matches('/')
+        )
     }
 
     fn host(&self) -> &str {
@@ -174,11 +179,26 @@ pub fn sign_jwt(secret: &[u8], now: u64) -> Result<String, Error> {
     .map_err(|e| Error::Client(format!("failed to sign JWT: {e}")))
 }
 
+/// How requests travel: the small HTTP/1.1 client for `http://` and `http+unix://`, reqwest with
+/// rustls for `https://` (so TLS is only ever set up for https).
+enum Transport {
+    Plain(http1::Endpoint),
+    Https(HttpClient),
+}
+
+/// A transport failure: its text (for logs) and whether a retry may help.
+struct TransportError {
+    text: String,
+    retryable: bool,
+}
+
 struct Inner {
-    http: HttpClient,
+    transport: Transport,
+    timeout: Duration,
     target: Target,
     secret: Vec<u8>,
-    basic: Option<(String, String)>,
+    /// Ready `Authorization` value.
+    basic: Option<String>,
     correlation_id: String,
     retry_waits: [Duration; 2],
 }
@@ -270,44 +290,41 @@ fn rustls_native_roots() -> Vec<rustls::pki_types::CertificateDer<'static>> {
     Vec::new()
 }
 
-/// A TLS config that is never used to connect: reqwest wants one even for http and unix
-/// targets, and building this one reads no files and loads no trust store.
-fn unused_tls() -> Result<rustls::ClientConfig, Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| Error::Client(e.to_string()))?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth())
-}
-
 impl Client {
     /// Creates the client for `config`'s `gitlab_url`.
     pub fn new(config: &Config, correlation_id: &str) -> Result<Client, Error> {
         let target = Target::parse(&config.gitlab_url, &config.gitlab_relative_url_root)?;
-        let mut builder = HttpClient::builder()
-            .timeout(config.http_settings.read_timeout())
-            .user_agent(USER_AGENT)
-            .tls_built_in_root_certs(false)
-            .http1_only()
-            .pool_max_idle_per_host(0)
-            .no_proxy();
-        builder = match &target {
-            Target::Unix { socket, .. } => builder
-                .unix_socket(socket.as_str())
-                .use_preconfigured_tls(unused_tls()?),
+        let timeout = config.http_settings.read_timeout();
+        let transport = match &target {
+            Target::Unix { socket, .. } => Transport::Plain(http1::Endpoint::Unix(socket.clone())),
             Target::Tcp(url) if url.starts_with("https://") => {
-                builder.use_preconfigured_tls(https_tls(config)?)
+                let http = HttpClient::builder()
+                    .timeout(timeout)
+                    .user_agent(USER_AGENT)
+                    .tls_built_in_root_certs(false)
+                    .use_preconfigured_tls(https_tls(config)?)
+                    .http1_only()
+                    .pool_max_idle_per_host(0)
+                    .no_proxy()
+                    .build()
+                    .map_err(|e| Error::Client(e.to_string()))?;
+                Transport::Https(http)
             }
-            Target::Tcp(_) => builder.use_preconfigured_tls(unused_tls()?),
+            Target::Tcp(_) => Transport::Plain(http1::Endpoint::Tcp),
         };
-        let http = builder.build().map_err(|e| Error::Client(e.to_string()))?;
         let hs = &config.http_settings;
-        let basic = (!hs.user.is_empty() && !hs.password.is_empty())
-            .then(|| (hs.user.clone(), hs.password.clone()));
+        let basic = (!hs.user.is_empty() && !hs.password.is_empty()).then(|| {
+            use base64::Engine as _;
+            let raw = format!("{}:{}", hs.user, hs.password);
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(raw)
+            )
+        });
         Ok(Client {
             inner: Arc::new(Inner {
-                http,
+                transport,
+                timeout,
                 target,
                 secret: config.secret.clone(),
                 basic,
@@ -382,39 +399,29 @@ impl Client {
             .map(|d| d.as_secs())
             .unwrap_or_default();
         let jwt = sign_jwt(&inner.secret, now)?;
+        let mut headers: Vec<(&str, &str)> = vec![
+            ("User-Agent", USER_AGENT),
+            ("Content-Type", "application/json"),
+            (JWT_HEADER, &jwt),
+            ("X-Request-ID", &inner.correlation_id),
+            ("Connection", "close"),
+        ];
+        if let Some(basic) = &inner.basic {
+            headers.push(("Authorization", basic));
+        }
         for attempt in 0..ATTEMPTS {
-            let mut req = inner
-                .http
-                .request(method.clone(), &url)
-                .header(JWT_HEADER, &jwt)
-                .header("Content-Type", "application/json")
-                .header("X-Request-ID", &inner.correlation_id)
-                .header("Connection", "close");
-            if let Some((user, password)) = &inner.basic {
-                req = req.basic_auth(user, Some(password));
-            }
-            if let Some(b) = &body {
-                req = req.body(b.clone());
-            }
             let started = Instant::now();
             let last = attempt + 1 == ATTEMPTS;
             let wait = inner.retry_waits[attempt.min(1)];
-            let outcome = req.send().and_then(|resp| {
-                let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get("Retry-After")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                resp.bytes().map(|b| (status, retry_after, b.to_vec()))
-            });
+            let outcome = self.send_once(&method, &url, &headers, body.as_deref());
             let duration_ms = started.elapsed().as_millis() as u64;
             match outcome {
                 Ok((status, retry_after, bytes)) => {
+                    let content_length_bytes = bytes.len() as u64;
                     if status >= 400 {
-                        tracing::error!(method = %method, url = %url, duration_ms, status, content_length_bytes = bytes.len() as u64, "Internal API error");
+                        tracing::error!(method = %method, url = %url, duration_ms, status, content_length_bytes, "Internal API error");
                     } else {
-                        tracing::info!(method = %method, url = %url, duration_ms, status, content_length_bytes = bytes.len() as u64, "Finished HTTP request");
+                        tracing::info!(method = %method, url = %url, duration_ms, status, content_length_bytes, "Finished HTTP request");
                     }
                     if retryable_status(status) {
                         if last {
@@ -433,8 +440,8 @@ impl Client {
                     return Ok((status, bytes));
                 }
                 Err(e) => {
-                    tracing::error!(method = %method, url = %url, duration_ms, error = %e, "Internal API unreachable");
-                    if last || !retryable_error(&e) {
+                    tracing::error!(method = %method, url = %url, duration_ms, error = %e.text, "Internal API unreachable");
+                    if last || !e.retryable {
                         return Err(Error::Unreachable);
                     }
                     std::thread::sleep(wait);
@@ -442,6 +449,59 @@ impl Client {
             }
         }
         Err(Error::Unreachable)
+    }
+}
+
+impl Client {
+    /// One attempt: status, `Retry-After` seconds, body.
+    fn send_once(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Option<u64>, Vec<u8>), TransportError> {
+        let retry_after = |v: Option<&str>| v.and_then(|v| v.trim().parse::<u64>().ok());
+        match &self.inner.transport {
+            Transport::Plain(endpoint) => http1::send(
+                endpoint,
+                method.as_str(),
+                url,
+                headers,
+                body,
+                self.inner.timeout,
+            )
+            .map(|r| (r.status, retry_after(r.header("retry-after")), r.body))
+            .map_err(|e| TransportError {
+                text: e.to_string(),
+                retryable: true,
+            }),
+            Transport::Https(http) => {
+                let mut req = http.request(method.clone(), url);
+                for (name, value) in headers {
+                    if *name != "User-Agent" {
+                        req = req.header(*name, *value);
+                    }
+                }
+                if let Some(b) = body {
+                    req = req.body(b.to_vec());
+                }
+                req.send()
+                    .and_then(|resp| {
+                        let status = resp.status().as_u16();
+                        let after = retry_after(
+                            resp.headers()
+                                .get("Retry-After")
+                                .and_then(|v| v.to_str().ok()),
+                        );
+                        resp.bytes().map(|b| (status, after, b.to_vec()))
+                    })
+                    .map_err(|e| TransportError {
+                        text: e.to_string(),
+                        retryable: retryable_error(&e),
+                    })
+            }
+        }
     }
 }
 
