@@ -356,11 +356,22 @@ fn git_lfs_push_and_clone_over_sshd() {
         &a,
         &["commit", "-q", "-m", "Add LFS object"],
     );
-    let push = git_ok(&sandbox, &sshd, &alice, &a, &["push", "origin", "main"]);
-    assert!(
-        push.stderr_str().contains("git-lfs-transfer"),
-        "the client must use pure SSH transfer\n{push}"
+    // Upload the LFS objects alone first (no git push involved), then push the commits.
+    let upload = git_ok(
+        &sandbox,
+        &sshd,
+        &alice,
+        &a,
+        &["lfs", "push", "origin", "main"],
     );
+    assert!(
+        upload
+            .stderr_str()
+            .contains("git-lfs-transfer group/lfs.git upload"),
+        "the client must use pure SSH transfer\n{upload}"
+    );
+    assert_eq!(sandbox.api().lfs().object_count(), 1);
+    git_ok(&sandbox, &sshd, &alice, &a, &["push", "origin", "main"]);
     let pointer = git_ok(&sandbox, &sshd, &alice, &a, &["show", "HEAD:big.bin"]).stdout_str();
     let oid = pointer
         .lines()
