@@ -359,3 +359,51 @@ mod tests {
         assert_eq!(s.next_frame().unwrap(), None);
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+    use crate::decode::{decode, decode_all, frame_len};
+
+    /// xorshift64: deterministic pseudo-random inputs without a dependency.
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Bias towards hex digits so that many headers parse.
+                let b = (x >> 24) as u8;
+                if i % 3 == 0 {
+                    b"0123456789abcdef"[usize::from(b & 15)]
+                } else {
+                    b
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn arbitrary_input_never_panics_and_always_terminates() {
+        for seed in 1..400u64 {
+            let input = noise(seed, (seed as usize * 37) % 300);
+            let _ = decode(&input);
+            let _ = decode_all(&input);
+            let _ = frame_len(&input, crate::MAX_HEADER_LEN);
+            let mut r = Reader::new(&input[..]);
+            for _ in 0..input.len() + 2 {
+                match r.read_packet() {
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let mut s = RawScanner::new(&input[..]);
+            let mut frames = 0;
+            while let Ok(Some(_)) = s.next_frame() {
+                frames += 1;
+                assert!(frames <= input.len(), "scanner must make progress");
+            }
+        }
+    }
+}
