@@ -549,10 +549,14 @@ async fn run_sidechannel_upload_pack(
 
     let parser = Arc::new(Mutex::new(NegotiationParser::new()));
     let (neg_tx, neg_rx) = watch::channel(false);
+    let (end_tx, end_rx) = oneshot::channel::<Result<(), StdinEnd>>();
     let mut git_stdin = child.child.stdin.take();
     let parser2 = Arc::clone(&parser);
+    // Reads client frames into git's stdin. After the final flush it keeps reading (and
+    // discarding): tokio-yamux only processes the peer's window updates while the stream is
+    // read, so a writer whose reader went idle stalls once 256 KiB are in flight.
     let stdin_task = AbortOnDrop(tokio::spawn(async move {
-        loop {
+        let end = loop {
             match sidechannel::read_frame(&mut rd).await {
                 Ok(Some(Frame::Data(d))) => {
                     let done = parser2.lock().map(|mut p| p.feed(&d)).unwrap_or(false);
@@ -568,13 +572,23 @@ async fn run_sidechannel_upload_pack(
                 Ok(Some(Frame::Flush)) => {
                     drop(git_stdin.take());
                     let _ = neg_tx.send(true);
-                    return Ok(rd);
+                    break Ok(());
                 }
-                Ok(None) => return Err(StdinEnd::Eof),
+                Ok(None) => break Err(StdinEnd::Eof),
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    return Err(StdinEnd::Protocol(e.to_string()));
+                    break Err(StdinEnd::Protocol(e.to_string()));
                 }
-                Err(_) => return Err(StdinEnd::Eof),
+                Err(_) => break Err(StdinEnd::Eof),
+            }
+        };
+        let clean = end.is_ok();
+        let _ = end_tx.send(end);
+        if clean {
+            let mut sink = vec![0u8; 8192];
+            while let Ok(n) = rd.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
             }
         }
     }));
@@ -589,16 +603,16 @@ async fn run_sidechannel_upload_pack(
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let mut deadline_active = true;
-    let mut stdin_task = stdin_task;
+    let mut end_rx = end_rx;
     let mut stdin_done = false;
     let status = loop {
         tokio::select! {
             biased;
             st = child.wait() => break st,
-            r = &mut stdin_task.0, if !stdin_done => {
+            r = &mut end_rx, if !stdin_done => {
                 stdin_done = true;
                 match r {
-                    Ok(Ok(_rd)) => {}
+                    Ok(Ok(())) => {}
                     Ok(Err(StdinEnd::Protocol(m))) => {
                         child.kill_group();
                         return Err(internal(format!("running upload-pack: {m}")));

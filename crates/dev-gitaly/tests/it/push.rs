@@ -263,3 +263,88 @@ fn git_archive_remote_through_upload_archive() {
     let out = c.output().unwrap();
     assert!(!out.status.success());
 }
+
+/// Unix sockets on both sides: the dev Gitaly listens on `unix:<path>` and its hooks reach the
+/// internal API through `http+unix://`.
+#[test]
+fn unix_socket_gitaly_and_unix_socket_api() {
+    let f = Fixture::new();
+    let api = HookApi::start_unix(&f.home().join("api.sock"), allow_all);
+    let sock = f.home().join("gitaly.sock");
+    let g = f.start(|o| {
+        o.listen = dev_gitaly::Listen::Unix(sock.clone());
+        o.gitlab_url = Some(api.url.clone());
+    });
+    assert_eq!(g.address(), format!("unix:{}", sock.display()));
+    let dest = f.home().join("clone");
+    let mut c = f.git_via(&g);
+    c.args(["clone", "-q", "ssh://gitaly/group/project.git"])
+        .arg(&dest);
+    run_ok(c);
+    let (work, new) = work_clone_with_commit(&f);
+    let mut c = f.git_via(&g);
+    c.current_dir(&work).args([
+        "push",
+        "-q",
+        "ssh://gitaly/group/project.git",
+        "HEAD:refs/heads/main",
+    ]);
+    run_ok(c);
+    assert_eq!(f.remote_rev("refs/heads/main"), Some(new));
+    assert_eq!(api.paths().len(), 3);
+    drop(g);
+    assert!(!sock.exists(), "socket removed on drop");
+}
+
+/// `dev-gitaly serve` prints its address first and stops on SIGTERM.
+#[test]
+fn serve_binary_prints_address_and_stops_on_sigterm() {
+    use std::io::BufRead;
+    let f = Fixture::new();
+    let mut child = std::process::Command::new(crate::support::dev_gitaly_bin())
+        .args(["serve", "--storage"])
+        .arg(&f.storage)
+        .args(["--listen", "tcp://127.0.0.1:0", "--token", "secret-token"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().to_owned();
+    assert!(addr.starts_with("tcp://127.0.0.1:"), "{addr}");
+    let dest = f.home().join("clone");
+    let mut c = git(f.home());
+    c.env("GIT_SSH_COMMAND", crate::support::gitaly_ssh_bin())
+        .env("GIT_SSH_VARIANT", "ssh")
+        .env("GITALY_ADDRESS", &addr)
+        .env("GITALY_TOKEN", "secret-token")
+        .args(["clone", "-q", "ssh://gitaly/group/project.git"])
+        .arg(&dest);
+    run_ok(c);
+    // A wrong token is refused with Gitaly's message.
+    let mut c = git(f.home());
+    c.env("GIT_SSH_COMMAND", crate::support::gitaly_ssh_bin())
+        .env("GIT_SSH_VARIANT", "ssh")
+        .env("GITALY_ADDRESS", &addr)
+        .env("GITALY_TOKEN", "wrong")
+        .args(["clone", "-q", "ssh://gitaly/group/project.git"])
+        .arg(f.home().join("clone2"));
+    let out = c.output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "rpc error: code = PermissionDenied desc = permission denied: wrong hmac signature"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -410,3 +410,43 @@ fn dropping_the_server_kills_running_git() {
     }
     drop(runtime);
 }
+
+/// See: Gitaly upload_archive_test.go negotiation timeout.
+#[test]
+fn upload_archive_negotiation_timeout() {
+    let f = Fixture::new();
+    let g = f.start(|o| o.upload_archive_negotiation_timeout = Duration::from_millis(300));
+    rt().block_on(async {
+        let mut c = client(&g.address()).await;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(SshUploadArchiveRequest {
+            repository: Some(repository()),
+            stdin: Vec::new(),
+        })
+        .await
+        .unwrap();
+        let resp = c
+            .ssh_upload_archive(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap();
+        let mut stream = resp.into_inner();
+        let mut exit = Vec::new();
+        let status = loop {
+            match stream.next().await {
+                Some(Ok(m)) => exit.extend(m.exit_status.map(|e| e.value)),
+                Some(Err(s)) => break s,
+                None => panic!("stream ended without an error"),
+            }
+        };
+        assert_eq!(
+            (status.code(), status.message()),
+            (
+                Code::DeadlineExceeded,
+                "running upload-archive: waiting for negotiation: context canceled"
+            )
+        );
+        assert_eq!(exit.len(), 1);
+        assert_ne!(exit[0], 0);
+        drop(tx);
+    });
+}

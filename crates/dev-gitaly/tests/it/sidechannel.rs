@@ -356,3 +356,45 @@ fn git_config_options_reach_upload_pack() {
     c.arg("-C").arg(&dest).args(["tag", "-l"]);
     assert_eq!(run_ok(c), "");
 }
+
+/// Tens of MiB of incompressible data through push (gRPC messages) and clone (sidechannel
+/// frames, yamux and HTTP/2 flow control).
+#[test]
+fn large_push_and_clone() {
+    let f = Fixture::new();
+    let g = f.start(|_| {});
+    let work = f.home().join("big-work");
+    let mut c = git(f.home());
+    c.args(["clone", "-q"]).arg(f.repo_path()).arg(&work);
+    run_ok(c);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let data: Vec<u8> = (0..24 * 1024 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    std::fs::write(work.join("random.bin"), &data).unwrap();
+    let mut c = git(f.home());
+    c.current_dir(&work).args(["add", "."]);
+    run_ok(c);
+    let mut c = git(f.home());
+    c.current_dir(&work).args(["commit", "-q", "-m", "big"]);
+    run_ok(c);
+    let mut c = f.git_via(&g);
+    c.current_dir(&work).args([
+        "push",
+        "-q",
+        "ssh://gitaly/group/project.git",
+        "HEAD:refs/heads/main",
+    ]);
+    run_ok(c);
+    let dest = f.home().join("big-clone");
+    let mut c = f.git_via(&g);
+    c.args(["clone", "-q", "ssh://gitaly/group/project.git"])
+        .arg(&dest);
+    run_ok(c);
+    assert!(std::fs::read(dest.join("random.bin")).unwrap() == data);
+}

@@ -212,7 +212,31 @@ impl HookApi {
                 let Ok(conn) = conn else { break };
                 let recs = Arc::clone(&recs);
                 let respond = Arc::clone(&respond);
-                std::thread::spawn(move || serve_one(conn, &recs, &*respond));
+                std::thread::spawn(move || serve_one(&conn, &recs, &*respond));
+            }
+        });
+        Self { url, requests }
+    }
+
+    /// The same on a unix socket; the URL is `http+unix://<percent-escaped path>`.
+    pub fn start_unix(
+        path: &Path,
+        respond: impl Fn(&str, &serde_json::Value) -> (u16, String) + Send + Sync + 'static,
+    ) -> Self {
+        let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+        let url = format!(
+            "http+unix://{}",
+            path.display().to_string().replace('/', "%2F")
+        );
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let recs = Arc::clone(&requests);
+        let respond: Arc<Responder> = Arc::new(respond);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { break };
+                let recs = Arc::clone(&recs);
+                let respond = Arc::clone(&respond);
+                std::thread::spawn(move || serve_one(&conn, &recs, &*respond));
             }
         });
         Self { url, requests }
@@ -238,8 +262,11 @@ impl HookApi {
     }
 }
 
-fn serve_one(conn: std::net::TcpStream, recs: &Mutex<Vec<Recorded>>, respond: &Responder) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
+fn serve_one<S>(conn: &S, recs: &Mutex<Vec<Recorded>>, respond: &Responder)
+where
+    for<'a> &'a S: Read + Write,
+{
+    let mut reader = BufReader::new(conn);
     let mut line = String::new();
     if reader.read_line(&mut line).unwrap_or(0) == 0 {
         return;
@@ -272,7 +299,7 @@ fn serve_one(conn: std::net::TcpStream, recs: &Mutex<Vec<Recorded>>, respond: &R
     });
     let mut conn = conn;
     let _ = write!(
-        conn,
+        &mut conn,
         "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
         text.len()
     );
