@@ -1,8 +1,7 @@
 //! The seam for Geo "custom actions" (`/allowed` answering HTTP 300; behaviour §6, GitLab Shell
 //! `internal/command/shared/customaction` and `internal/command/githttp`). The git commands
-//! call [`run`] and stop there; the Geo proxy itself is implemented in a later change
-//! (`command/geo.rs`), so for now only the v14.45.0 empty-endpoints check is real and every other
-//! payload is refused with a framed error.
+//! call [`run`] and stop there: it applies the v14.45.0 empty-endpoints check and hands over to
+//! [`crate::command::geo`], which proxies to the primary (API-endpoints or direct-to-primary).
 
 use crate::api::{self, allowed::Access};
 use crate::command::Context;
@@ -11,7 +10,8 @@ use crate::io::Io;
 
 /// Framed text for the `api_endpoints`-flow payload without endpoints (v14.45.0).
 pub const EMPTY_API_ENDPOINTS: &str = "custom action error: Empty API endpoints";
-/// Framed text until Geo proxying exists.
+/// Framed text for a Geo flow this GitLab Shell cannot run (kept for callers; unused by the
+/// flows in `command::geo`).
 pub const NOT_SUPPORTED: &str =
     "custom action error: Geo proxying is not supported by this GitLab Shell";
 
