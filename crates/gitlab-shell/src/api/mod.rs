@@ -12,6 +12,8 @@ pub mod geo;
 pub mod geo_git;
 pub mod git_audit_event;
 pub mod http1;
+#[cfg(test)]
+mod https_tests;
 pub mod lfs_authenticate;
 pub mod lfs_transfer;
 pub mod personal_access_token;
@@ -497,12 +499,24 @@ impl Client {
                         resp.bytes().map(|b| (status, after, b.to_vec()))
                     })
                     .map_err(|e| TransportError {
-                        text: e.to_string(),
+                        text: error_chain(&e),
                         retryable: retryable_error(&e),
                     })
             }
         }
     }
+}
+
+/// An error and its sources, `: `-separated (reqwest's own text hides the cause).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// go-retryablehttp's `DefaultRetryPolicy` on a response.
@@ -512,12 +526,19 @@ pub fn retryable_status(status: u16) -> bool {
 
 /// Transport errors are retried, except certificate verification failures.
 fn retryable_error(e: &reqwest::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(rustls::Error::InvalidCertificate(_)) = s.downcast_ref::<rustls::Error>() {
+    let mut node: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = node {
+        if let Some(rustls::Error::InvalidCertificate(_)) = err.downcast_ref::<rustls::Error>() {
             return false;
         }
-        source = s.source();
+        // io::Error's `source()` skips the error it wraps (tokio-rustls wraps rustls errors in
+        // io::Error, sometimes twice), so step into it explicitly.
+        node = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     !e.is_builder()
 }
