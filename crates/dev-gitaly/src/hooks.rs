@@ -201,7 +201,12 @@ impl Api {
                 .trim_ascii()
                 .to_vec()
         };
+        // In workspace builds cargo unifies reqwest's features with gitlab-shell's
+        // (`rustls-tls-*-no-provider`); without a process-wide provider reqwest panics while
+        // building even a plain-HTTP client.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let builder = reqwest::blocking::Client::builder()
+            .no_proxy()
             .timeout(Duration::from_secs(120))
             .user_agent(format!("gitaly/{GITALY_VERSION}"));
         let (builder, base) = if let Some(escaped) = url.strip_prefix("http+unix://") {
