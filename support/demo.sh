@@ -16,7 +16,9 @@ die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 # Prints a command, runs it, indents its output; fails the demo if the command fails.
 show() {
-  printf '$ %s\n' "$*"
+  printf '$'
+  printf ' %q' "$@"
+  printf '\n'
   "$@" 2>&1 | sed 's/^/    /'
 }
 
