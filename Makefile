@@ -23,7 +23,7 @@ deps:
 
 ## test: every test of the workspace (unit, command, end-to-end through a real sshd)
 test: deps compile
-	$(CARGO) test --release --locked --workspace
+	$(CARGO) test --release --locked --workspace --no-fail-fast
 
 ## e2e: only the end-to-end tests (tests/e2e)
 e2e: deps compile
@@ -45,3 +45,9 @@ demo: deps compile
 clean:
 	$(CARGO) clean
 	rm -f $(addprefix bin/,$(BINARIES))
+
+.PHONY: bench
+## bench: floor (sshd + git) vs gitolite3 vs ours over a private sshd on 127.0.0.1, as root
+## (~10 min; BENCH_QUICK=1 for a ~2 min smoke run); writes bench/results/latest.md
+bench: compile
+	bench/bench.sh
