@@ -73,6 +73,7 @@ fn dispatch(program: &str, args: &[String], file: &AuthorizedKeysFile, io: &mut 
         "batch-add-keys" => batch_add_keys(program, file, io),
         "rm-key" => rm_key(rest, file, io),
         "clear" => {
+            tracing::info!(auth_file = %file.path().display(), "Clearing authorized_keys file");
             file.clear(DEFAULT_TIMEOUT)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -90,6 +91,7 @@ fn dispatch(program: &str, args: &[String], file: &AuthorizedKeysFile, io: &mut 
         }
         "check-permissions" => check_permissions(file, io),
         _ => {
+            tracing::warn!(command, "Attempt to execute invalid gitlab-keys command");
             writeln!(io.stdout, "{NOT_ALLOWED}")?;
             Ok(ExitCode::FAILURE)
         }
@@ -105,6 +107,7 @@ fn add_key(args: &[String], file: &AuthorizedKeysFile, io: &mut Io) -> CmdResult
         key_id: key_id.clone(),
         public_key: key_words.join(" "),
     };
+    tracing::info!(key_id = %key.key_id, public_key = %key.public_key, "Adding key");
     file.add(&[key], DEFAULT_TIMEOUT)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -128,6 +131,7 @@ fn batch_add_keys(program: &str, file: &AuthorizedKeysFile, io: &mut Io) -> CmdR
             public_key: public_key.to_owned(),
         });
     }
+    tracing::info!(count = keys.len(), "Adding keys");
     file.add(&keys, BATCH_TIMEOUT)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -138,7 +142,9 @@ fn rm_key(args: &[String], file: &AuthorizedKeysFile, io: &mut Io) -> CmdResult 
         return usage(io);
     };
     let key = (!key_words.is_empty()).then(|| key_words.join(" "));
-    file.remove(key_id, key.as_deref(), DEFAULT_TIMEOUT)?;
+    tracing::info!(key_id = %key_id, "Removing key");
+    let removed = file.remove(key_id, key.as_deref(), DEFAULT_TIMEOUT)?;
+    tracing::info!(key_id = %key_id, removed, "Removed key lines");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -185,7 +191,7 @@ mod tests {
     use super::*;
     use std::fs;
 
-    const SHELL: &str = "/srv/gls/bin/gitlab-shell";
+    const ROOT: &str = "/srv/gls";
 
     struct Out {
         code: ExitCode,
@@ -216,7 +222,7 @@ mod tests {
 
     fn setup() -> (tempfile::TempDir, AuthorizedKeysFile) {
         let dir = tempfile::tempdir().unwrap();
-        let f = AuthorizedKeysFile::new(dir.path().join("authorized_keys"), SHELL);
+        let f = AuthorizedKeysFile::new(dir.path().join("authorized_keys"), ROOT);
         (dir, f)
     }
 
@@ -319,7 +325,7 @@ mod tests {
     #[test]
     fn check_permissions_explains_a_failure() {
         let (d, _) = setup();
-        let f = AuthorizedKeysFile::new(d.path().join("missing/authorized_keys"), SHELL);
+        let f = AuthorizedKeysFile::new(d.path().join("missing/authorized_keys"), ROOT);
         let out = run_with(&f, &["check-permissions"], "");
         assert_eq!(out.code, ExitCode::FAILURE);
         let first = out.stdout.lines().next().unwrap();

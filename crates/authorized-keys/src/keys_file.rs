@@ -42,7 +42,7 @@ pub enum Error {
 #[derive(Debug, Clone)]
 pub struct AuthorizedKeysFile {
     path: PathBuf,
-    gitlab_shell: String,
+    root: PathBuf,
 }
 
 /// One key to add: `key_id` (`key-N`) and the OpenSSH public key.
@@ -55,12 +55,11 @@ pub struct NewKey {
 }
 
 impl AuthorizedKeysFile {
-    /// Manages `path`, writing forced commands that run `<gitlab_shell> <key-id>`, where
-    /// `gitlab_shell` is `<root>/bin/gitlab-shell`.
-    pub fn new(path: impl Into<PathBuf>, gitlab_shell: impl Into<String>) -> Self {
+    /// Manages `path`, writing forced commands that run `<root>/bin/gitlab-shell <key-id>`.
+    pub fn new(path: impl Into<PathBuf>, root: impl Into<PathBuf>) -> Self {
         AuthorizedKeysFile {
             path: path.into(),
-            gitlab_shell: gitlab_shell.into(),
+            root: root.into(),
         }
     }
 
@@ -74,7 +73,7 @@ impl AuthorizedKeysFile {
     pub fn add(&self, keys: &[NewKey], timeout: Duration) -> Result<usize, Error> {
         let lines = keys
             .iter()
-            .map(|k| line::format_line(&self.gitlab_shell, &k.key_id, &k.public_key))
+            .map(|k| line::format_line(&self.root, &k.key_id, &k.public_key))
             .collect::<Result<Vec<_>, _>>()?;
         self.modify(timeout, |current| {
             let mut out = current.to_owned();
@@ -201,6 +200,7 @@ mod tests {
     use crate::lock::DEFAULT_TIMEOUT;
     use std::fs;
 
+    const ROOT: &str = "/srv/gitlab-shell";
     const SHELL: &str = "/srv/gitlab-shell/bin/gitlab-shell";
 
     fn key(id: &str, public_key: &str) -> NewKey {
@@ -212,7 +212,7 @@ mod tests {
 
     fn file() -> (tempfile::TempDir, AuthorizedKeysFile) {
         let dir = tempfile::tempdir().unwrap();
-        let f = AuthorizedKeysFile::new(dir.path().join("authorized_keys"), SHELL);
+        let f = AuthorizedKeysFile::new(dir.path().join("authorized_keys"), ROOT);
         (dir, f)
     }
 
@@ -346,7 +346,7 @@ mod tests {
         let (d, f) = file();
         f.check_permissions().unwrap();
         assert!(f.path().exists());
-        let missing = AuthorizedKeysFile::new(d.path().join("no/such/dir/keys"), SHELL);
+        let missing = AuthorizedKeysFile::new(d.path().join("no/such/dir/keys"), ROOT);
         assert!(missing.check_permissions().is_err());
     }
 }

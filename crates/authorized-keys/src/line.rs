@@ -4,50 +4,62 @@
 //! Format (behaviour §1.3 and §10, identical to what `gitlab-shell-authorized-keys-check` prints):
 //! `command="<root>/bin/gitlab-shell <key-id>",no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty <public key>`
 
-/// Validation failures for a new line (texts as GitLab Shell's `keyline` package prints them).
+use std::path::Path;
+
+use gitlab_shell::{keyline, messages};
+
+/// A key id or key that cannot go into a line; the text is GitLab Shell's (`invalid key_id: <id>`,
+/// `invalid value: <key>`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LineError {
-    /// The key id is empty or has a character outside `[a-zA-Z0-9._-]`.
-    #[error("invalid key_id: {0}")]
-    InvalidKeyId(String),
-    /// The public key is empty or contains a line feed.
-    #[error("invalid value: {0}")]
-    InvalidKey(String),
-}
+#[error("{0}")]
+pub struct LineError(pub String);
 
 /// The sshd options that follow the forced command, exactly as GitLab Shell writes them.
-pub const SSH_OPTIONS: &str = "no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty";
+pub const SSH_OPTIONS: &str = gitlab_shell::keyline::SSH_OPTIONS;
 
-/// Builds the line for `key_id` (`key-N` or `username-X`) and `public_key` (`ssh-ed25519 AAAA… [comment]`),
-/// where `gitlab_shell` is the forced command's program (`<root>/bin/gitlab-shell`). One trailing LF
-/// of the key is dropped, as `gitlab-keys` did; an LF inside it is an error. The result has no LF.
-pub fn format_line(
-    gitlab_shell: &str,
-    key_id: &str,
-    public_key: &str,
-) -> Result<String, LineError> {
-    validate_key_id(key_id)?;
+/// Builds the line for `key_id` (`key-N`, or `username-X` for certificate principals) and
+/// `public_key` (`ssh-ed25519 AAAA… [comment]`) for the GitLab Shell installed at `root`, with
+/// `gitlab_shell::keyline` (the code the check binaries print with). One trailing LF of the key is
+/// dropped, as `gitlab-keys` did; an LF inside it is an error. The result has no LF.
+pub fn format_line(root: &Path, key_id: &str, public_key: &str) -> Result<String, LineError> {
     let key = public_key.strip_suffix('\n').unwrap_or(public_key);
     let key = key.strip_suffix('\r').unwrap_or(key);
-    if key.trim().is_empty() || key.contains('\n') {
-        return Err(LineError::InvalidKey(public_key.to_owned()));
+    let line = if let Some(id) = key_id.strip_prefix("key-") {
+        keyline::public_key_line(root, id, key)
+    } else if let Some(name) = key_id.strip_prefix("username-") {
+        keyline::principal_line(root, name, key)
+    } else {
+        return Err(LineError(messages::invalid_key_id(key_id)));
+    };
+    let line = line.map_err(|e| match (e, key_id) {
+        // keyline quotes the id without its prefix; quote what the operator typed.
+        (_, id) if !valid_key_id(id) => LineError(messages::invalid_key_id(id)),
+        (e, _) => LineError(e.to_string()),
+    })?;
+    if key.trim().is_empty() {
+        return Err(LineError(messages::invalid_value(public_key)));
     }
-    Ok(format!(
-        "command=\"{gitlab_shell} {key_id}\",{SSH_OPTIONS} {key}"
-    ))
+    Ok(line)
 }
 
-/// Checks a key id against GitLab Shell's `\A[a-zA-Z0-9._-]+\z`.
+/// Checks a key id: `key-` or `username-`, then GitLab Shell's `[a-zA-Z0-9._-]+`.
 pub fn validate_key_id(key_id: &str) -> Result<(), LineError> {
-    let ok = !key_id.is_empty()
-        && key_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    if valid_key_id(key_id) {
         Ok(())
     } else {
-        Err(LineError::InvalidKeyId(key_id.to_owned()))
+        Err(LineError(messages::invalid_key_id(key_id)))
     }
+}
+
+fn valid_key_id(key_id: &str) -> bool {
+    let rest = key_id
+        .strip_prefix("key-")
+        .or_else(|| key_id.strip_prefix("username-"));
+    rest.is_some_and(|r| {
+        !r.is_empty()
+            && r.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    })
 }
 
 /// The parts of a forced-command line already in the file.
@@ -112,7 +124,7 @@ mod tests {
     #[test]
     fn formats_the_exact_line_the_keys_check_prints() {
         assert_eq!(
-            format_line("/home/git/gitlab-shell/bin/gitlab-shell", "key-42", KEY).unwrap(),
+            format_line(Path::new("/home/git/gitlab-shell"), "key-42", KEY).unwrap(),
             "command=\"/home/git/gitlab-shell/bin/gitlab-shell key-42\",no-port-forwarding,\
              no-X11-forwarding,no-agent-forwarding,no-pty ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFq \
              alice@example"
@@ -121,33 +133,52 @@ mod tests {
 
     #[test]
     fn chomps_one_trailing_newline_but_rejects_inner_ones() {
-        let line = format_line("/r/bin/gitlab-shell", "key-1", "ssh-rsa AAAA\n").unwrap();
+        let line = format_line(Path::new("/r"), "key-1", "ssh-rsa AAAA\n").unwrap();
         assert!(line.ends_with(" ssh-rsa AAAA"));
         assert_eq!(
-            format_line("/r/bin/gitlab-shell", "key-1", "ssh-rsa AAAA\nssh-rsa BBBB"),
-            Err(LineError::InvalidKey(
-                "ssh-rsa AAAA\nssh-rsa BBBB".to_owned()
+            format_line(Path::new("/r"), "key-1", "ssh-rsa AAAA\nssh-rsa BBBB"),
+            Err(LineError(
+                "invalid value: ssh-rsa AAAA\nssh-rsa BBBB".to_owned()
             ))
         );
-        assert!(format_line("/r/bin/gitlab-shell", "key-1", "").is_err());
+        assert!(format_line(Path::new("/r"), "key-1", "").is_err());
     }
 
     #[test]
     fn key_ids_follow_gitlab_shells_pattern() {
-        for ok in ["key-1", "username-alice.smith_2", "KEY-9"] {
+        for ok in ["key-1", "username-alice.smith_2", "key-A9"] {
             validate_key_id(ok).unwrap();
         }
-        for bad in ["", "key 1", "key-1\"", "key-1,no-pty", "käy"] {
+        for bad in [
+            "",
+            "key-",
+            "KEY-9",
+            "deploy-1",
+            "key 1",
+            "key-1\"",
+            "key-1,no-pty",
+            "käy",
+        ] {
             assert_eq!(
                 validate_key_id(bad).unwrap_err().to_string(),
                 format!("invalid key_id: {bad}")
             );
+            let err = format_line(Path::new("/r"), bad, "ssh-rsa A").unwrap_err();
+            assert_eq!(err.to_string(), format!("invalid key_id: {bad}"));
         }
     }
 
     #[test]
+    fn principal_lines_use_the_username_form() {
+        assert_eq!(
+            format_line(Path::new("/r/"), "username-alice", "sshUsers").unwrap(),
+            format!("command=\"/r/bin/gitlab-shell username-alice\",{SSH_OPTIONS} sshUsers")
+        );
+    }
+
+    #[test]
     fn parses_back_what_it_formats() {
-        let line = format_line("/r/bin/gitlab-shell", "key-7", KEY).unwrap();
+        let line = format_line(Path::new("/r"), "key-7", KEY).unwrap();
         let parsed = parse_line(&line).unwrap();
         assert_eq!(parsed.command, "/r/bin/gitlab-shell key-7");
         assert_eq!(parsed.key_id, "key-7");

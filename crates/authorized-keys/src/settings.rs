@@ -1,26 +1,54 @@
-//! Where the authorized_keys file is and which forced command its lines run: `auth_file` from
-//! `<root>/config.yml` (default `~/.ssh/authorized_keys`, as GitLab Shell's
-//! `support/make_necessary_dirs` and `gitlab-keys` had it) and `<root>/bin/gitlab-shell`.
+//! Where the authorized_keys file is: `auth_file` from `<root>/config.yml` (default
+//! `~/.ssh/authorized_keys`, as GitLab Shell's `support/make_necessary_dirs` and `gitlab-keys` had
+//! it). The rest of the configuration is GitLab Shell's own ([`gitlab_shell::config::Config`]),
+//! loaded the same way the four product binaries load it.
+//!
+//! `auth_file` is read here rather than in `gitlab_shell::config` because the Go binaries ignore
+//! it (behaviour §2.3); only this tool and `support/setup.sh` use it.
 
 use std::path::{Path, PathBuf};
+
+use gitlab_shell::config::{Config, ConfigError};
+use gitlab_shell::{executable, messages};
 
 /// The config key naming the authorized_keys file.
 pub const AUTH_FILE_KEY: &str = "auth_file";
 
 /// Resolved settings for one run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Settings {
-    /// The GitLab Shell root (the parent of `bin/`).
-    pub root: PathBuf,
+    /// GitLab Shell's configuration (root folder, log settings).
+    pub config: Config,
     /// The authorized_keys file to manage.
     pub auth_file: PathBuf,
 }
 
-impl Settings {
-    /// The forced command's program: `<root>/bin/gitlab-shell`, path-cleaned like Go's `path.Join`.
-    pub fn gitlab_shell(&self) -> String {
-        clean(&self.root.join("bin").join("gitlab-shell"))
-    }
+/// Why the settings could not be loaded; the texts are `gitlab-shell-check`'s.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The root folder could not be determined.
+    #[error("{prefix}: {0}", prefix = messages::FAILED_TO_DETERMINE_EXECUTABLE)]
+    Root(String),
+    /// `config.yml` (or the secret) could not be read or parsed.
+    #[error("{prefix}: {0}", prefix = messages::FAILED_TO_READ_CONFIG)]
+    Config(String),
+}
+
+/// Loads the settings of this process: the root from `GITLAB_SHELL_DIR` or the executable's
+/// location, the config and `auth_file` from `<root>/config.yml`, `HOME` for the default.
+pub fn load() -> Result<Settings, SettingsError> {
+    let root = executable::root_dir().map_err(|e| SettingsError::Root(e.to_string()))?;
+    load_from(&root, home_dir().as_deref())
+}
+
+/// [`load`] for an explicit root and home folder.
+pub fn load_from(root: &Path, home: Option<&Path>) -> Result<Settings, SettingsError> {
+    let config = Config::load(root).map_err(|ConfigError(e)| SettingsError::Config(e))?;
+    let configured = read_auth_file_setting(&root.join("config.yml"))?;
+    Ok(Settings {
+        config,
+        auth_file: resolve_auth_file(configured.as_deref(), root, home),
+    })
 }
 
 /// Resolves `auth_file` as configured (`None` or empty: `<home>/.ssh/authorized_keys`). A leading
@@ -38,34 +66,7 @@ pub fn resolve_auth_file(configured: Option<&str>, root: &Path, home: Option<&Pa
     }
 }
 
-/// Why the settings could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    /// The root folder could not be determined.
-    #[error("failed to determine executable: {0}")]
-    Root(String),
-    /// `config.yml` could not be read or parsed.
-    #[error("failed to read config: {0}")]
-    Config(String),
-}
-
-/// Loads the settings of this process: the root from `GITLAB_SHELL_DIR` or the executable's
-/// location, `auth_file` from `<root>/config.yml`, `HOME` for the default.
-pub fn load() -> Result<Settings, SettingsError> {
-    let root = root_dir()?;
-    load_from(&root, home_dir().as_deref())
-}
-
-/// [`load`] for an explicit root and home folder.
-pub fn load_from(root: &Path, home: Option<&Path>) -> Result<Settings, SettingsError> {
-    let configured = read_auth_file_setting(&root.join("config.yml"))?;
-    Ok(Settings {
-        root: root.to_path_buf(),
-        auth_file: resolve_auth_file(configured.as_deref(), root, home),
-    })
-}
-
-/// The `auth_file` value of a config.yml; the rest of the file is GitLab Shell's business.
+/// The `auth_file` value of a config.yml (already known to be valid YAML).
 fn read_auth_file_setting(config: &Path) -> Result<Option<String>, SettingsError> {
     #[derive(serde::Deserialize)]
     struct AuthFileOnly {
@@ -73,27 +74,10 @@ fn read_auth_file_setting(config: &Path) -> Result<Option<String>, SettingsError
     }
     let text = std::fs::read_to_string(config)
         .map_err(|e| SettingsError::Config(format!("{}: {e}", config.display())))?;
-    let parsed: Option<AuthFileOnly> =
-        serde_yaml::from_str(&text).map_err(|e| SettingsError::Config(e.to_string()))?;
-    Ok(parsed.and_then(|c| c.auth_file))
-}
-
-/// The root: `GITLAB_SHELL_DIR`, else the parent of the folder holding the resolved executable.
-fn root_dir() -> Result<PathBuf, SettingsError> {
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "GITLAB_SHELL_DIR overrides the root, as in GitLab Shell"
-    )]
-    let from_env = std::env::var_os("GITLAB_SHELL_DIR").filter(|v| !v.is_empty());
-    if let Some(dir) = from_env {
-        return Ok(PathBuf::from(dir));
+    match serde_yaml::from_str::<Option<AuthFileOnly>>(&text) {
+        Ok(parsed) => Ok(parsed.and_then(|c| c.auth_file)),
+        Err(e) => Err(SettingsError::Config(format!("yaml: {e}"))),
     }
-    let exe = std::env::current_exe().map_err(|e| SettingsError::Root(e.to_string()))?;
-    let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .ok_or_else(|| SettingsError::Root(format!("no root above {}", exe.display())))
 }
 
 /// `$HOME`, the base of the default `~/.ssh/authorized_keys`.
@@ -104,32 +88,6 @@ fn home_dir() -> Option<PathBuf> {
     )]
     let home = std::env::var_os("HOME");
     home.filter(|h| !h.is_empty()).map(PathBuf::from)
-}
-
-/// Lexically cleans an absolute or relative path (`.` and `..` components, repeated slashes).
-fn clean(path: &Path) -> String {
-    use std::path::Component;
-    let mut parts: Vec<String> = Vec::new();
-    let absolute = path.is_absolute();
-    for c in path.components() {
-        match c {
-            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
-            Component::ParentDir => {
-                if parts.last().is_some_and(|p| p != "..") {
-                    parts.pop();
-                } else if !absolute {
-                    parts.push("..".to_owned());
-                }
-            }
-            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
-        }
-    }
-    let joined = parts.join("/");
-    if absolute {
-        format!("/{joined}")
-    } else {
-        joined
-    }
 }
 
 #[cfg(test)]
@@ -167,11 +125,29 @@ mod tests {
     }
 
     #[test]
-    fn gitlab_shell_path_is_cleaned() {
-        let s = Settings {
-            root: PathBuf::from("/srv/./gls/../gls/"),
-            auth_file: PathBuf::new(),
-        };
-        assert_eq!(s.gitlab_shell(), "/srv/gls/bin/gitlab-shell");
+    fn loads_auth_file_next_to_gitlab_shells_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".gitlab_shell_secret"), "s").unwrap();
+        std::fs::write(
+            dir.path().join("config.yml"),
+            "auth_file: \"/x/authorized_keys\"\n",
+        )
+        .unwrap();
+        let s = load_from(dir.path(), None).unwrap();
+        assert_eq!(s.auth_file, PathBuf::from("/x/authorized_keys"));
+        assert_eq!(s.config.root_dir, dir.path());
+        std::fs::write(dir.path().join("config.yml"), "user: git\n").unwrap();
+        let s = load_from(dir.path(), Some(Path::new("/home/g"))).unwrap();
+        assert_eq!(s.auth_file, PathBuf::from("/home/g/.ssh/authorized_keys"));
+    }
+
+    #[test]
+    fn config_errors_use_gitlab_shells_wording() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load_from(dir.path(), None).unwrap_err().to_string();
+        assert!(
+            err.starts_with("Failed to read config, exiting: open "),
+            "{err}"
+        );
     }
 }

@@ -20,6 +20,7 @@ struct Root {
 fn root() -> Root {
     let dir = tempfile::tempdir().unwrap();
     let auth_file = dir.path().join("ssh").join("authorized_keys");
+    fs::write(dir.path().join(".gitlab_shell_secret"), "secret").unwrap();
     fs::write(
         dir.path().join("config.yml"),
         format!(
@@ -84,7 +85,7 @@ fn missing_config_is_an_error() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.starts_with("gitlab-shell-authorized-keys: failed to read config: "),
+        stderr.starts_with("Failed to read config, exiting: open "),
         "{stderr}"
     );
 }
