@@ -68,6 +68,9 @@ impl Error {
         if status.code() == tonic::Code::Unavailable {
             return Self::unavailable(has_limit_error(status.details()));
         }
+        if is_transport_failure(status) {
+            return Self::unavailable(false);
+        }
         Error::Rpc {
             code: status.code(),
             message: status.message().to_owned(),
@@ -88,6 +91,15 @@ impl Error {
             message: message.to_owned(),
         }
     }
+}
+
+/// A status tonic made up locally from a broken connection (it carries the transport error as
+/// its source; statuses sent by Gitaly never do). grpc-go reports a lost connection as
+/// `Unavailable`, while tonic says `Unknown`/`Internal` ("h2 protocol error: …"), and `Internal`
+/// would otherwise be silent.
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    matches!(status.code(), tonic::Code::Unknown | tonic::Code::Internal)
+        && std::error::Error::source(status).is_some()
 }
 
 /// grpc-go's `codes.Code.String()` names (tonic's differ: `Ok`, `Cancelled`).
@@ -254,6 +266,21 @@ mod tests {
         assert_eq!(
             Error::Sidechannel("unexpected band: 3".into()).to_string(),
             "unexpected band: 3"
+        );
+    }
+
+    #[test]
+    fn locally_made_transport_statuses_are_unavailable() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let local = Status::from_error(Box::new(io));
+        assert_eq!(local.code(), Code::Unknown);
+        let err = Error::from_status(&local);
+        assert_eq!(err, Error::unavailable(false));
+        assert!(!err.is_silent());
+        // The same codes sent by the server keep their text.
+        assert_eq!(
+            shown(&Status::unknown("boom")),
+            "rpc error: code = Unknown desc = boom"
         );
     }
 

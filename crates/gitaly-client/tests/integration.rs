@@ -307,6 +307,7 @@ impl SshService for Svc {
     ) -> Result<Response<Self::SSHReceivePackStream>, Status> {
         let metadata = metadata_pairs(request.metadata());
         self.check_auth(request.metadata())?;
+        let mut control = request.extensions().get::<Control>().cloned().unwrap();
         let mut incoming = request.into_inner();
         // Like Gitaly: nothing is sent before the first message has been read.
         let first = incoming
@@ -331,6 +332,20 @@ impl SshService for Svc {
             ..Seen::default()
         });
         let (tx, rx) = mpsc::channel(4);
+        if mode == "crash" {
+            // The connection dies mid-call (Gitaly restarted, network cut).
+            tokio::spawn(async move {
+                let out = proto::SshReceivePackResponse {
+                    stdout: b"partial".to_vec(),
+                    ..Default::default()
+                };
+                let _ = tx.send(Ok(out)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                control.close().await;
+                drop(tx);
+            });
+            return Ok(Response::new(ReceiverStream::new(rx)));
+        }
         let svc = self.clone();
         tokio::spawn(async move {
             let mut sizes = Vec::new();
@@ -976,6 +991,16 @@ fn wrong_token_is_rejected_by_the_server() {
         result.unwrap_err().to_string(),
         "rpc error: code = PermissionDenied desc = permission denied: wrong hmac signature"
     );
+}
+
+#[test]
+fn connection_lost_mid_call_is_the_unavailable_message_not_silence() {
+    let server = TestGitaly::start(Listen::Tcp, Some(TOKEN));
+    let (result, out) = receive_pack(&server.target(), "crash", Vec::new());
+    let err = result.unwrap_err();
+    assert!(!err.is_silent());
+    assert_eq!(err.to_string(), UNAVAILABLE);
+    assert_eq!(out.stdout, b"partial");
 }
 
 #[test]
