@@ -301,6 +301,9 @@ fn log_file_has_correlation_id_and_no_secret() {
         "{log}"
     );
     assert!(log.contains("\"msg\":\"Finished HTTP request\""), "{log}");
+    // `env` is the object logrus makes of GitLab Shell's sshenv.Env, in struct order.
+    let env = r#""env":{"GitProtocolVersion":"","IsSSHConnection":true,"OriginalCommand":"","RemoteAddr":"127.0.0.1","NamespacePath":""}"#;
+    assert!(log.contains(env), "{log}");
     assert!(log.contains("\"correlation_id\":"), "{log}");
     assert!(!log.contains(DEFAULT_SECRET), "{log}");
     assert!(!log.contains("eyJ"), "no JWT in the log: {log}");
@@ -364,7 +367,7 @@ fn two_factor_verify() {
         .assert_stdout("OTP: \nOTP validation failed: Invalid OTP\n");
     shell(&s, &["key-1"], Some("2fa_verify"), b"\n")
         .assert_success()
-        .assert_stdout("OTP: \nOTP validation failed: OTP cannot be blank\n");
+        .assert_stdout("OTP: \nOTP validation failed: OTP cannot be blank.\n");
     // Push approval wins even while stdin stays open and unanswered.
     let mut child = std::process::Command::new(s.bin("gitlab-shell"))
         .arg("key-2")

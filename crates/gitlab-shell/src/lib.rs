@@ -50,14 +50,27 @@ pub fn run_shell(
         Err(e) => return error::report(&e, io),
     };
     let env = &parsed.env;
-    tracing::info!(
-        command = cmd.name(),
-        env.git_protocol_version = %env.git_protocol,
-        env.is_ssh_connection = env.is_ssh_connection,
-        env.original_command = %env.original_command.to_string_lossy(),
-        env.remote_addr = %env.remote_addr,
-        "gitlab-shell: main: executing command"
-    );
+    // Logged as the object logrus makes of GitLab Shell's `sshenv.Env` struct.
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct LoggedEnv<'a> {
+        git_protocol_version: &'a str,
+        #[serde(rename = "IsSSHConnection")]
+        is_ssh_connection: bool,
+        original_command: &'a str,
+        remote_addr: &'a str,
+        namespace_path: &'a str,
+    }
+    let original_command = env.original_command.to_string_lossy();
+    let env_json = serde_json::to_string(&LoggedEnv {
+        git_protocol_version: &env.git_protocol,
+        is_ssh_connection: env.is_ssh_connection,
+        original_command: &original_command,
+        remote_addr: &env.remote_addr,
+        namespace_path: "",
+    })
+    .unwrap_or_default();
+    tracing::info!(command = cmd.name(), env = %env_json, "gitlab-shell: main: executing command");
     let ctx = command::Context {
         config,
         args: &parsed,

@@ -92,12 +92,38 @@ pub struct LogrusFormat {
     pub correlation_id: String,
 }
 
+/// Fields logged as nested JSON objects, as logrus logs Go structs (`env` of "executing
+/// command"); the caller passes them as JSON text.
+const OBJECT_FIELDS: [&str; 1] = ["env"];
+
 #[derive(Default)]
 struct Fields(BTreeMap<String, Value>);
 
+impl Fields {
+    fn text(&mut self, field: &Field, value: String) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+}
+
+/// Splices the [`OBJECT_FIELDS`] back in as raw JSON (keeping the caller's key order, which a
+/// `Value` round trip would sort).
+fn splice_objects(mut line: String, fields: &BTreeMap<String, Value>) -> String {
+    for name in OBJECT_FIELDS {
+        let Some(Value::String(raw)) = fields.get(name) else {
+            continue;
+        };
+        if serde_json::from_str::<serde::de::IgnoredAny>(raw).is_err() || !raw.starts_with('{') {
+            continue;
+        }
+        let quoted = format!("\"{name}\":{}", Value::from(raw.as_str()));
+        line = line.replacen(&quoted, &format!("\"{name}\":{raw}"), 1);
+    }
+    line
+}
+
 impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        self.text(field, value.to_owned());
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.0.insert(field.name().to_owned(), Value::from(value));
@@ -109,8 +135,7 @@ impl Visit for Fields {
         self.0.insert(field.name().to_owned(), Value::from(value));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().to_owned(), Value::from(format!("{value:?}")));
+        self.text(field, format!("{value:?}"));
     }
 }
 
@@ -145,7 +170,7 @@ impl LogrusFormat {
                 fields.insert("level".into(), Value::from(level_name(level)));
                 fields.insert("msg".into(), msg);
                 fields.insert("time".into(), Value::from(time));
-                serde_json::to_string(&fields).unwrap_or_default()
+                splice_objects(serde_json::to_string(&fields).unwrap_or_default(), &fields)
             }
             Format::Text => {
                 let mut line = String::new();
@@ -236,6 +261,25 @@ mod tests {
             .map(|k| line.find(&format!("\"{k}\":")).unwrap())
             .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{line}");
+    }
+
+    #[test]
+    fn env_is_an_object_in_struct_order() {
+        let f = LogrusFormat {
+            format: Format::Json,
+            correlation_id: "CID".into(),
+        };
+        let env = r#"{"GitProtocolVersion":"","IsSSHConnection":true,"OriginalCommand":"a \"b\"","RemoteAddr":"1.2.3.4","NamespacePath":""}"#;
+        let line = f.render(
+            &Level::INFO,
+            fields(&[("message", "m".into()), ("env", env.into())]),
+        );
+        assert!(
+            line.starts_with(&format!(
+                "{{\"correlation_id\":\"CID\",\"env\":{env},\"level\""
+            )),
+            "{line}"
+        );
     }
 
     #[test]

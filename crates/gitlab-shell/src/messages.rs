@@ -91,8 +91,9 @@ pub const OTP_PUSH_SUCCESS: &str =
     "OTP has been validated by Push Authentication. Git operations are now allowed.";
 /// 2FA verify: failure prefix.
 pub const OTP_FAILED: &str = "OTP validation failed";
-/// 2FA verify: empty answer.
-pub const OTP_BLANK: &str = "OTP cannot be blank";
+/// 2FA verify: empty answer. The Go source has the full stop (checked against the Go
+/// binary); behaviour §1.7 quotes it without.
+pub const OTP_BLANK: &str = "OTP cannot be blank.";
 /// 2FA verify: the 30 s deadline passed.
 pub const DEADLINE_EXCEEDED: &str = "context deadline exceeded";
 
