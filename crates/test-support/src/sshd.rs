@@ -11,7 +11,7 @@ use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -58,9 +58,17 @@ impl SshdConfig {
     }
 }
 
-/// A running sshd; stopped (by PID) on drop.
+/// Runs `"$0" "$@"` (sshd) in the background and kills it by PID when stdin reaches EOF.
+const WATCHDOG: &str = r#"exec 3<&0
+"$0" "$@" &
+pid=$!
+(read -r _ <&3; kill "$pid" 2>/dev/null) &
+wait "$pid""#;
+
+/// A running sshd; stopped (by PID) on drop, or when the test process dies.
 pub struct Sshd {
     child: Child,
+    lifeline: Option<ChildStdin>,
     port: u16,
     user: String,
     dir: PathBuf,
@@ -103,12 +111,19 @@ impl Sshd {
                 Ok(f) => f,
                 Err(e) => panic!("cannot create {}: {e}", log.display()),
             };
-            let mut child = match Command::new(SSHD_PATH)
+            // sshd runs under a small sh that also starts a watchdog reading our end of a
+            // pipe: when this process goes away for any reason (even SIGKILL, where no Drop
+            // runs) the pipe closes and the watchdog kills sshd by its PID. The sh itself exits
+            // when sshd does, so a failed start is still seen by `try_wait`.
+            let mut child = match Command::new("/bin/sh")
+                .arg("-c")
+                .arg(WATCHDOG)
+                .arg(SSHD_PATH)
                 .arg("-D")
                 .arg("-e")
                 .arg("-f")
                 .arg(&config_path)
-                .stdin(Stdio::null())
+                .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(log_file)
                 .spawn()
@@ -116,6 +131,7 @@ impl Sshd {
                 Ok(c) => c,
                 Err(e) => panic!("cannot start {SSHD_PATH}: {e} (run `make deps`)"),
             };
+            let lifeline = child.stdin.take();
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -125,6 +141,7 @@ impl Sshd {
                 if TcpStream::connect(("127.0.0.1", config.port)).is_ok() {
                     return Sshd {
                         child,
+                        lifeline,
                         port: config.port,
                         user: config.user,
                         dir,
@@ -132,7 +149,7 @@ impl Sshd {
                     };
                 }
                 if Instant::now() > deadline {
-                    let _ = child.kill();
+                    drop(lifeline);
                     let _ = child.wait();
                     last_error = format!("sshd not listening after 10s:\n{}", read_lossy(&log));
                     break;
@@ -212,7 +229,8 @@ impl Sshd {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // Closing the pipe makes the watchdog kill sshd; its sh then exits.
+        drop(self.lifeline.take());
         let _ = self.child.wait();
     }
 }
@@ -270,6 +288,15 @@ mod tests {
         let run = sshd.ssh(&stranger).arg("hello").run();
         run.assert_code(255)
             .assert_stderr_contains("Permission denied (publickey)");
+
+        // Dropping the handle stops sshd (by PID, through the watchdog): nothing listens and no
+        // sshd with this config is left.
+        let port = sshd.port();
+        let dir = sshd.dir().to_owned();
+        drop(sshd);
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+        let left = crate::procs::wait_until_gone(&dir, "sshd", Duration::from_secs(5));
+        assert!(left.is_empty(), "{left:?}");
         fs::remove_dir_all(&root).unwrap();
     }
 }
