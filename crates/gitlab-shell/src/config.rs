@@ -103,8 +103,6 @@ struct Raw {
     log_level: String,
     #[serde(deserialize_with = "nullable")]
     lfs: Lfs,
-    // `pat:` written as null makes the whole section zero, so `enabled` becomes false (§2.2).
-    #[serde(deserialize_with = "nullable_zero_pat")]
     pat: Pat,
 }
 
@@ -153,16 +151,22 @@ impl Default for Raw {
     }
 }
 
-/// YAML null gives the type's zero value, as yaml.v3 does when decoding null into a field.
+/// YAML null gives the type's zero value (only reachable inside sequences; mapping entries with
+/// null values are dropped before deserializing, see [`drop_nulls`]).
 fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
-fn nullable_zero_pat<'de, D: Deserializer<'de>>(d: D) -> Result<Pat, D::Error> {
-    Ok(Option::<Pat>::deserialize(d)?.unwrap_or(Pat {
-        enabled: false,
-        allowed_scopes: Vec::new(),
-    }))
+/// Removes null mapping entries, recursively. yaml.v3 leaves a non-pointer Go field untouched
+/// when the YAML value is null, so `pat:` or `log_file:` with nothing after them keep their
+/// defaults (checked against the Go binary); with the entries gone, serde's defaults apply.
+fn drop_nulls(value: &mut serde_yaml::Value) {
+    if let serde_yaml::Value::Mapping(map) = value {
+        map.retain(|_, v| !v.is_null());
+        for (_, v) in map.iter_mut() {
+            drop_nulls(v);
+        }
+    }
 }
 
 /// A config loading failure; the text is what follows `Failed to read config, exiting: `.
@@ -256,9 +260,15 @@ impl Config {
         let raw: Raw = if text.iter().all(u8::is_ascii_whitespace) {
             Raw::default()
         } else {
-            serde_yaml::from_slice::<Option<Raw>>(text)
-                .map_err(|e| ConfigError(format!("yaml: {e}")))?
-                .unwrap_or_default()
+            let mut value: serde_yaml::Value =
+                serde_yaml::from_slice(text).map_err(|e| ConfigError(format!("yaml: {e}")))?;
+            drop_nulls(&mut value);
+            if value.is_null() {
+                Raw::default()
+            } else {
+                serde_yaml::from_value::<Raw>(value)
+                    .map_err(|e| ConfigError(format!("yaml: {e}")))?
+            }
         };
         let gitlab_url = if raw.gitlab_url.is_empty() {
             String::new()
@@ -379,11 +389,17 @@ sshd:
     }
 
     #[test]
-    fn null_sections_are_zero_values() {
+    fn null_values_keep_defaults() {
         let dir = root_with_secret(b"");
-        let c = Config::from_yaml(dir.path(), b"http_settings:\npat:\n").unwrap();
+        let c =
+            Config::from_yaml(dir.path(), b"http_settings:\npat:\nuser:\nlog_file: ~\n").unwrap();
         assert_eq!(c.http_settings, HttpSettings::default());
-        assert!(!c.pat_enabled, "a null pat: section zeroes pat.enabled");
+        assert!(
+            c.pat_enabled,
+            "a null pat: section keeps pat.enabled (as the Go binary does)"
+        );
+        assert_eq!(c.user, "git");
+        assert_eq!(c.log_file, dir.path().join("gitlab-shell.log"));
         let c = Config::from_yaml(dir.path(), b"pat:\n  allowed_scopes: [api]\n").unwrap();
         assert!(c.pat_enabled, "a partial section keeps the other defaults");
     }
