@@ -5,11 +5,16 @@ SHELL := bash
 .DEFAULT_GOAL := compile
 
 CARGO ?= cargo
-BINARIES := gitlab-shell gitlab-shell-authorized-keys-check gitlab-shell-authorized-principals-check gitlab-shell-check
+BINARIES := gitlab-shell gitlab-shell-authorized-keys-check gitlab-shell-authorized-principals-check gitlab-shell-check gitlab-shell-authorized-keys
+# install: $(DESTDIR)$(PREFIX)/bin/<binary>, mode 755 (as GitLab Shell's `make install`)
+PREFIX ?= /usr/local
+DESTDIR ?=
+# setup: the GitLab Shell home to prepare (config.yml, secret, log and key folders)
+GITLAB_SHELL_DIR ?= $(CURDIR)
 
-.PHONY: compile build deps test e2e verify check demo clean
+.PHONY: compile build deps test e2e verify check demo clean install setup
 
-## compile: release build of the workspace; the four product binaries are copied into bin/
+## compile: release build of the workspace; the product binaries (BINARIES) are copied into bin/
 compile:
 	$(CARGO) build --release --locked --workspace --bins
 	install -d bin
@@ -41,6 +46,16 @@ check: compile
 ## demo: a real git clone and push through sshd, GitLab Shell, the stub API and the dev Gitaly
 demo: deps compile
 	support/demo.sh
+
+## install: copy the binaries into $(DESTDIR)$(PREFIX)/bin with mode 755
+install: compile
+	install -d "$(DESTDIR)$(PREFIX)/bin"
+	for b in $(BINARIES); do install -m755 "bin/$$b" "$(DESTDIR)$(PREFIX)/bin/$$b"; done
+
+## setup: prepare the GitLab Shell home $(GITLAB_SHELL_DIR) (config.yml from the example when
+## missing, secret 0600, log folder, auth_file folder 0700); never overwrites existing files
+setup:
+	support/setup.sh "$(GITLAB_SHELL_DIR)"
 
 clean:
 	$(CARGO) clean

@@ -9,4 +9,5 @@ mod check;
 mod geo;
 mod git_over_ssh;
 mod lfs_transfer;
+mod operator_setup;
 mod shell_commands;
