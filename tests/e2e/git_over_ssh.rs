@@ -15,7 +15,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use test_support::{ClientKey, Cmd, Commit, Run, Sandbox, Sshd};
+use test_support::{ApiTransport, ClientKey, Cmd, Commit, Run, Sandbox, Sshd};
 
 /// The framed block GitLab Shell prints for an error (behaviour §1.6).
 fn framed(message: &str) -> String {
@@ -79,7 +79,13 @@ fn seed_commits() -> Vec<Commit> {
 }
 
 fn world(name: &str) -> World {
-    let mut builder = Sandbox::builder(name).fixture_yaml(FIXTURE);
+    world_with(name, ApiTransport::Tcp)
+}
+
+fn world_with(name: &str, transport: ApiTransport) -> World {
+    let mut builder = Sandbox::builder(name)
+        .fixture_yaml(FIXTURE)
+        .api_transport(transport);
     let alice = builder.client_key("alice", 1, Some("alice"));
     let bob = builder.client_key("bob", 2, Some("bob"));
     let stranger = {
@@ -221,6 +227,33 @@ fn clone_with_protocol_v2() {
 #[test]
 fn clone_with_protocol_v0() {
     clone_with_protocol("0");
+}
+
+/// `gitlab_url: http+unix://…` (the default of an Omnibus install: Workhorse's socket).
+#[test]
+fn clone_and_push_with_the_api_on_a_unix_socket() {
+    let w = world_with("unix-api", ApiTransport::Unix);
+    let config = fs::read_to_string(w.sandbox.root().join("config.yml")).unwrap();
+    assert!(
+        config.contains("gitlab_url: \"http+unix://%2Ftmp%2F"),
+        "{config}"
+    );
+    let dir = w.clone(&w.alice, "group/open", "open");
+    w.commit(&dir, "Over a socket", &[("sock.txt", b"unix\n")]);
+    let run = w
+        .git(&w.alice, &dir)
+        .args(["push", "origin", "HEAD:refs/heads/sock"])
+        .run();
+    w.ok(&run);
+    assert_eq!(
+        w.server_rev("group/open", "sock"),
+        Some(w.local_rev(&dir, "HEAD"))
+    );
+    let allowed = w.sandbox.api().requests_to("/allowed");
+    assert!(
+        allowed.iter().any(|r| r.header("host") == Some("unix")),
+        "{allowed:#?}"
+    );
 }
 
 #[test]

@@ -23,5 +23,5 @@ pub use stub_api;
 pub use git::{Commit, GitEnv, random_bytes};
 pub use keys::ClientKey;
 pub use run::{Cmd, Run, Spawned};
-pub use sandbox::{Sandbox, SandboxBuilder};
+pub use sandbox::{ApiTransport, Sandbox, SandboxBuilder};
 pub use sshd::Sshd;
