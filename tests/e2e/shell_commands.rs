@@ -616,6 +616,21 @@ fn receive_pack_and_audit_event() {
 }
 
 #[test]
+fn grpc_internal_is_silent_with_exit_1() {
+    // upload-archive without a request: git fails, Gitaly relays git's stderr and ends the RPC
+    // with code Internal; GitLab Shell adds nothing of its own.
+    let s = sandbox_with(ApiTransport::Tcp, true, "");
+    let run = shell(&s, &["key-1"], Some("git-upload-archive group/repo"), b"");
+    run.assert_code(1)
+        .assert_stderr_lacks("remote: ====")
+        .assert_stderr_lacks("rpc error");
+    assert!(
+        s.log()
+            .contains("\"msg\":\"Failed to execute Git command\"")
+    );
+}
+
+#[test]
 fn gitaly_unavailable_is_framed() {
     let s = sandbox_with(ApiTransport::Tcp, true, "");
     s.api().set_gitaly("tcp://127.0.0.1:1", "");
