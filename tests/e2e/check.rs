@@ -30,6 +30,28 @@ fn ok_over_tcp_and_unix() {
 }
 
 #[test]
+fn basic_auth_only_with_user_and_password() {
+    let s = Sandbox::builder("check")
+        .gitaly(false)
+        .config_extra("http_settings:\n  user: u\n  password: p\n")
+        .build();
+    s.run(BIN, &[], &[], b"").assert_success();
+    let reqs = s.api().requests_to("/check");
+    assert_eq!(reqs[0].header("authorization"), Some("Basic dTpw"));
+    assert_eq!(reqs[0].header("connection"), Some("close"));
+
+    let s = Sandbox::builder("check")
+        .gitaly(false)
+        .config_extra("http_settings:\n  user: u\n")
+        .build();
+    s.run(BIN, &[], &[], b"").assert_success();
+    assert_eq!(
+        s.api().requests_to("/check")[0].header("authorization"),
+        None
+    );
+}
+
+#[test]
 fn redis_down() {
     let s = sandbox(ApiTransport::Tcp, "check: { redis: false }\n");
     s.run(BIN, &[], &[], b"")
