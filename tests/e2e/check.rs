@@ -52,6 +52,19 @@ fn basic_auth_only_with_user_and_password() {
 }
 
 #[test]
+fn relative_url_root_applies_to_unix_sockets() {
+    let s = Sandbox::builder("check")
+        .gitaly(false)
+        .api_transport(ApiTransport::Unix)
+        .config_extra("gitlab_relative_url_root: /gitlab/\n")
+        .build();
+    s.run(BIN, &[], &[], b"").assert_success();
+    let reqs = s.api().requests();
+    assert_eq!(reqs[0].path, "/gitlab/api/v4/internal/check");
+    assert_eq!(reqs[0].header("host"), Some("unix"));
+}
+
+#[test]
 fn redis_down() {
     let s = sandbox(ApiTransport::Tcp, "check: { redis: false }\n");
     s.run(BIN, &[], &[], b"")
