@@ -10,4 +10,5 @@ mod geo;
 mod git_over_ssh;
 mod lfs_transfer;
 mod operator_setup;
+mod operator_sshd_modes;
 mod shell_commands;

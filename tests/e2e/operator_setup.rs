@@ -4,10 +4,6 @@
 //!
 //! `make -o compile` keeps make from rebuilding inside the test (the test binary itself runs under
 //! cargo); the binaries come from `bin/`, i.e. `make compile` must have run (as `make test` does).
-#![expect(
-    clippy::unwrap_used,
-    reason = "test helpers outside #[test] fns: a failed setup step must fail the test"
-)]
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
