@@ -66,3 +66,22 @@ clean:
 ## (~10 min; BENCH_QUICK=1 for a ~2 min smoke run); writes bench/results/latest.md
 bench: compile
 	bench/bench.sh
+
+.PHONY: fuzz load
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := ssh_command argv pktline config_yaml api_json
+## fuzz: each cargo-fuzz target (fuzz/, its own workspace) for FUZZ_SECONDS; installs cargo-fuzz
+## when missing; libFuzzer needs nightly flags, hence RUSTC_BOOTSTRAP=1 on the stable toolchain.
+## New inputs go to fuzz/target/corpus/<target>; the seeds in fuzz/corpus are replayed by `make test`.
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p target/corpus/$$t; \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -s none $$t target/corpus/$$t corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -rss_limit_mb=4096 2>&1 \
+	    | tee target/fuzz-$$t.log | grep -E '^(stat::number_of_executed_units|.*DONE|SUMMARY|==[0-9]+==)'; \
+	done
+
+## load: 100 concurrent gitlab-shell sessions for 60 s over loopback (the suite runs 5 s)
+load: deps compile
+	GLS_LOAD_SECONDS=60 $(CARGO) test --release --locked -p gitlab-shell-e2e load_sessions:: -- --nocapture

@@ -6,9 +6,14 @@
 mod authorized_keys_check;
 mod authorized_principals_check;
 mod check;
+mod faults;
 mod geo;
 mod git_over_ssh;
+mod hostile_corpus;
+mod hostile_inputs;
 mod lfs_transfer;
+mod load_sessions;
 mod operator_setup;
 mod operator_sshd_modes;
+mod secrets_scan;
 mod shell_commands;

@@ -1,0 +1,4 @@
+//! libFuzzer entry point; the body is [`gls_fuzz::api_json`] (shared with the e2e corpus replay).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| gls_fuzz::api_json(data));

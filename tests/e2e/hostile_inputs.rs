@@ -1,0 +1,585 @@
+//! Hostile input against the BUILT `gitlab-shell` (issue 5 §2): a table of well over 200 argv /
+//! environment / `SSH_ORIGINAL_COMMAND` cases — shell metacharacters, command substitution,
+//! option injection (`--upload-pack=…`, `--help`), `..` and absolute repository paths, invalid
+//! UTF-8, 100 KiB commands and a 1 MiB argv. Each case must give exactly GitLab Shell's message
+//! (behaviour §1.2, §1.6) and exit code, never panic, never execute anything (a canary file is
+//! never created, Gitaly is not even configured) and send `/allowed` the repository path exactly
+//! as typed (GitLab Shell does not validate it; the API refuses it).
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::Path;
+use std::time::Duration;
+
+use test_support::Sandbox;
+
+use crate::shell_commands::framed;
+
+const NOT_FOUND: &str =
+    "The project you were looking for could not be found or you don't have permission to view it.";
+
+pub(crate) const FIXTURE: &str = r#"
+users:
+  - { id: 1, username: alice, name: Alice }
+keys:
+  - { id: 1, user: alice, key: "ssh-ed25519 AAAAalice alice@example" }
+projects:
+  - { path: group/repo, id: 1, members: { alice: admin } }
+"#;
+
+/// What a case must print.
+#[derive(Clone, Debug)]
+enum Want {
+    /// Unframed `Only SSH allowed`.
+    OnlySsh,
+    /// Unframed shellwords failure.
+    Invalid,
+    /// Unframed `Disallowed command`.
+    Disallowed,
+    /// Framed `Disallowed command` (known command, wrong arity or operation).
+    DisallowedFramed,
+    /// `/allowed` is called with exactly this project and refuses it (framed API message).
+    Refused(Vec<u8>),
+    /// Framed arbitrary message, no `/allowed` call.
+    Framed(String),
+    /// The welcome (exit 0): parsing stopped at a metacharacter before any word.
+    Welcome,
+}
+
+struct Case {
+    argv: Vec<OsString>,
+    /// `SSH_CONNECTION`; `None` leaves it unset.
+    connection: Option<&'static str>,
+    /// `SSH_ORIGINAL_COMMAND`; `None` leaves it unset.
+    command: Option<Vec<u8>>,
+    want: Want,
+}
+
+fn case(command: impl Into<Vec<u8>>, want: Want) -> Case {
+    Case {
+        argv: vec!["key-1".into()],
+        connection: Some(test_support::sandbox::SSH_CONNECTION),
+        command: Some(command.into()),
+        want,
+    }
+}
+
+/// Every case of the table; `canary` is a path no case may create.
+fn cases(canary: &Path) -> Vec<Case> {
+    let c = canary.display().to_string();
+    let mut v = Vec::new();
+
+    // 1. No SSH_CONNECTION: refused before anything else, whatever the command.
+    for cmd in [
+        "git-upload-pack 'group/repo'",
+        "",
+        "'unterminated",
+        "rm -rf /",
+        "git-receive-pack group/repo",
+    ] {
+        let mut k = case(cmd, Want::OnlySsh);
+        k.connection = None;
+        v.push(k);
+        let mut k = case(cmd, Want::OnlySsh);
+        k.connection = Some("");
+        v.push(k);
+    }
+
+    // 2. Shellwords errors (unframed).
+    for cmd in [
+        "git-upload-pack 'group/repo",
+        "git-upload-pack \"group/repo",
+        "git-upload-pack group/repo\\",
+        "a (b",
+        "(",
+        "git-upload-pack (group/repo)",
+        "echo `x",
+        "'",
+        "\"",
+        "\\",
+        "git-receive-pack 'a'\"b",
+        "2fa_verify '",
+    ] {
+        v.push(case(cmd, Want::Invalid));
+    }
+    v.push(case(
+        format!("git-upload-pack $(touch {c})'"),
+        Want::Invalid,
+    ));
+
+    // 3. Unknown commands (unframed), including command injection attempts as word 0.
+    let unknown: Vec<String> = vec![
+        "sh".into(),
+        "bash -c id".into(),
+        "/bin/sh -c id".into(),
+        format!("touch {c}"),
+        format!("`touch {c}`"),
+        format!("$(touch {c})"),
+        format!("${{IFS}}touch${{IFS}}{c}"),
+        "rm -rf /".into(),
+        "scp -t /tmp".into(),
+        "sftp".into(),
+        "internal-sftp".into(),
+        "git-shell -c id".into(),
+        "git".into(),
+        "git --version".into(),
+        "git --upload-pack=id group/repo".into(),
+        "git -c core.sshCommand=id upload-pack group/repo".into(),
+        "git help".into(),
+        "git-upload-pack2 group/repo".into(),
+        "GIT-UPLOAD-PACK group/repo".into(),
+        "Git-Upload-Pack group/repo".into(),
+        " git-upload-packx group/repo".into(),
+        "git-upload-pac group/repo".into(),
+        "/usr/bin/git-upload-pack group/repo".into(),
+        "./git-upload-pack group/repo".into(),
+        "env git-upload-pack group/repo".into(),
+        "GIT_DIR=/etc git-upload-pack group/repo".into(),
+        "--help".into(),
+        "-h".into(),
+        "-version".into(),
+        "--version".into(),
+        "git-lfs-transfer group/repo download".into(),
+        "git-lfs-transfer".into(),
+        "2fa_recovery_codess".into(),
+        "personal_access_token_".into(),
+        "'git-upload-pack group/repo'".into(),
+        "\"git-upload-pack\"x group/repo".into(),
+        "..".into(),
+        "/".into(),
+        "git-upload-pack\\ group/repo".into(),
+        "perl -e 'system(1)'".into(),
+        "python3 -c 'import os'".into(),
+        "exec sh".into(),
+        "{git-upload-pack,group/repo}".into(),
+        "*".into(),
+        "~root".into(),
+        "%s%s%s%n".into(),
+        "\u{202e}kcap-daolpu-tig group/repo".into(),
+        "git\u{2010}upload-pack group/repo".into(),
+        "ｇit-upload-pack group/repo".into(),
+    ];
+    for cmd in unknown {
+        v.push(case(cmd, Want::Disallowed));
+    }
+    for cmd in [
+        &b"git-upload-pack\xff group/repo"[..],
+        b"\xc0\xaf",
+        b"\x1b[2J\x1b[H",
+        b"\x7f",
+        b"\x01\x02\x03",
+        b"git-upload-pack\x0bgroup/repo",
+        b"git-upload-pack\x0cgroup/repo",
+        b"\xed\xa0\x80",
+    ] {
+        v.push(case(cmd, Want::Disallowed));
+    }
+
+    // 4. Known git commands with the wrong arity: framed, before any API call.
+    for cmd in [
+        "git-upload-pack".to_owned(),
+        "git-receive-pack".into(),
+        "git-upload-archive".into(),
+        "git-upload-pack group/repo extra".into(),
+        "git-upload-pack --upload-pack=id group/repo".into(),
+        format!("git-upload-pack --upload-pack='touch {c}' group/repo"),
+        "git-upload-pack -c core.sshCommand=id group/repo".into(),
+        "git-receive-pack --receive-pack=id group/repo".into(),
+        "git-receive-pack group/repo --exec=id".into(),
+        "git-upload-archive --remote=x group/repo".into(),
+        "git-upload-archive group/repo --format=tar".into(),
+        "git upload-pack".into(),
+        "git upload-pack a b".into(),
+        "git-upload-pack '' ''".into(),
+        "git-upload-pack group/repo \"\"".into(),
+        "git-upload-pack group /repo".into(),
+        "git-upload-pack\tgroup/repo\textra".into(),
+        "git-upload-pack\ngroup/repo\nid".into(),
+        "git-lfs-authenticate".into(),
+        "git-lfs-authenticate group/repo".into(),
+        "git-lfs-authenticate group/repo delete".into(),
+        "git-lfs-authenticate group/repo DOWNLOAD".into(),
+        "git-lfs-authenticate group/repo --upload".into(),
+        "git-lfs-authenticate group/repo 'download '".into(),
+        "git-lfs-authenticate group/repo $(id)".into(),
+    ] {
+        v.push(case(cmd, Want::DisallowedFramed));
+    }
+
+    // 5. Two-word git commands: the path goes to /allowed exactly as typed and is refused.
+    let paths: Vec<(String, Vec<u8>)> = [
+        "--help",
+        "-h",
+        "--version",
+        "--upload-pack=id",
+        "--receive-pack=id",
+        "--advertise-refs",
+        "--stateless-rpc",
+        "--strict",
+        "--timeout=1",
+        "-c",
+        "--",
+        "-",
+        "../../etc/passwd",
+        "../../../../../../../../etc/shadow",
+        "group/../../etc",
+        "group/./../x",
+        "group/../x",
+        "..",
+        ".",
+        "/etc/passwd",
+        "/",
+        "//server/share",
+        "/root/.ssh",
+        "~/.ssh",
+        "~root",
+        "group/repo.git/../../other",
+        "%2e%2e/%2e%2e/etc",
+        "group/%00repo",
+        "group/repo/objects/../../x",
+        "file:///etc",
+        "ssh://evil/x",
+        "http://127.0.0.1:1/x",
+        "$HOME",
+        "${PATH}",
+        "*",
+        "group/*",
+        "?",
+        "{a,b}",
+        "!",
+        "#",
+        "group/repo#frag",
+        "group/repo?x=1",
+    ]
+    .iter()
+    .map(|p| ((*p).to_owned(), p.as_bytes().to_vec()))
+    .collect();
+    for (typed, project) in &paths {
+        v.push(case(
+            format!("git-upload-pack {typed}"),
+            Want::Refused(project.clone()),
+        ));
+    }
+    // The same through the other git commands and the Git for Windows spelling, quoted.
+    for (typed, project) in paths.iter().take(20) {
+        let q = typed.replace('\'', "'\\''");
+        for cmd in ["git-receive-pack", "git-upload-archive", "git upload-pack"] {
+            v.push(case(format!("{cmd} '{q}'"), Want::Refused(project.clone())));
+        }
+    }
+    // Shell syntax inside quotes is data; unquoted metacharacters end the command.
+    for (cmd, project) in [
+        (
+            format!("git-upload-pack 'x; touch {c}'"),
+            format!("x; touch {c}"),
+        ),
+        (
+            format!("git-upload-pack 'x`touch {c}`'"),
+            format!("x`touch {c}`"),
+        ),
+        (
+            format!("git-upload-pack \"$(touch {c})\""),
+            format!("$(touch {c})"),
+        ),
+        (
+            format!("git-upload-pack x$(touch{c})"),
+            format!("x$(touch{c})"),
+        ),
+        (format!("git-upload-pack x;touch {c}"), "x".into()),
+        (format!("git-upload-pack x&&touch {c}"), "x".into()),
+        (format!("git-upload-pack x||touch {c}"), "x".into()),
+        (format!("git-upload-pack x|touch {c}"), "x".into()),
+        (format!("git-upload-pack x>{c}"), "x".into()),
+        (format!("git-upload-pack x<{c}"), "x".into()),
+        (format!("git-upload-pack x&touch {c}"), "x".into()),
+        (
+            format!("git-receive-pack nope/x; touch {c}"),
+            "nope/x".into(),
+        ),
+        ("git-upload-pack \\$HOME".into(), "$HOME".into()),
+        ("git-upload-pack a\\ b".into(), "a b".into()),
+        ("git-upload-pack \"a\"'b'c".into(), "abc".into()),
+        ("git-upload-pack 'group/repo'x".into(), "group/repox".into()),
+        (
+            "git-upload-pack group\\..\\..\\etc".into(),
+            "group....etc".into(),
+        ),
+        ("git-upload-pack ''".into(), String::new()),
+        ("git-upload-pack \"\"".into(), String::new()),
+        ("   git-upload-pack    nope/x   ".into(), "nope/x".into()),
+        ("git-upload-pack\tnope/x".into(), "nope/x".into()),
+        ("git-upload-pack\r\nnope/x\r\n".into(), "nope/x".into()),
+        ("git-upload-pack 'nope\nx'".into(), "nope\nx".into()),
+        (
+            "git-upload-archive '/group/repo/../../x'".into(),
+            "/group/repo/../../x".into(),
+        ),
+    ] {
+        v.push(case(cmd, Want::Refused(project.into_bytes())));
+    }
+    // Invalid UTF-8 and control bytes in the path: sent as Go would (U+FFFD per bad byte).
+    for raw in [
+        &b"\xff"[..],
+        b"group/\xfe\xferepo",
+        b"\xc3\x28",
+        b"\xe2\x82",
+        b"group/repo\x01",
+        b"\x1b]0;pwned\x07",
+        b"\xef\xbf\xbd",
+        b"grp/\xf0\x9f\x92\xa9",
+    ] {
+        let mut cmd = b"git-upload-pack '".to_vec();
+        cmd.extend_from_slice(raw);
+        cmd.push(b'\'');
+        v.push(case(
+            cmd,
+            Want::Refused(String::from_utf8_lossy(raw).into_owned().into_bytes()),
+        ));
+    }
+    // git-lfs-authenticate: the /allowed refusal for hostile paths.
+    for p in ["../../etc", "--help", "/etc/passwd", "nope/x"] {
+        v.push(case(
+            format!("git-lfs-authenticate {p} download"),
+            Want::Refused(p.into()),
+        ));
+        v.push(case(
+            format!("git-lfs-authenticate {p} upload ignored $(id) extra"),
+            Want::Refused(p.into()),
+        ));
+    }
+
+    // 6. Big inputs (Linux caps one environment string at 128 KiB; argv may total more).
+    let long_path = "a/".repeat(50 * 1024);
+    v.push(case(
+        format!("git-upload-pack {long_path}"),
+        Want::Refused(long_path.clone().into_bytes()),
+    ));
+    v.push(case("x".repeat(120 * 1024), Want::Disallowed));
+    v.push(case(
+        format!("git-upload-pack '{}", "q".repeat(100 * 1024)),
+        Want::Invalid,
+    ));
+    v.push(case(
+        format!("git-upload-pack {}", "a b ".repeat(25 * 1024)),
+        Want::DisallowedFramed,
+    ));
+    v.push(case(";".repeat(100 * 1024), Want::Welcome));
+    let mut big = case(
+        "git-upload-pack nope/big",
+        Want::Refused(b"nope/big".to_vec()),
+    );
+    big.argv = (0..10)
+        .map(|i| OsString::from(format!("{i}").repeat(100 * 1024)))
+        .chain(std::iter::once(OsString::from("key-1")))
+        .collect();
+    v.push(big);
+
+    // 7. Metacharacters before any word: nothing to run, the welcome (as GitLab Shell does).
+    for cmd in [
+        "; rm -rf /".to_owned(),
+        format!("&& touch {c}"),
+        format!("| touch {c}"),
+        format!("> {c}"),
+        format!("< {c}"),
+        "&".into(),
+        "   ".into(),
+        "\t\n".into(),
+    ] {
+        v.push(case(cmd, Want::Welcome));
+    }
+
+    // 8. Hostile argv (sshd's command= line), with and without a command.
+    let argvs: Vec<Vec<&str>> = vec![
+        vec![],
+        vec!["key-abc"],
+        vec!["key-"],
+        vec!["key--1"],
+        vec!["key-1 extra"],
+        vec!["key-1\n"],
+        vec!["key-١"],
+        vec!["username-"],
+        vec!["username-a b"],
+        // (`--help` alone is answered with a usage text by design of this project.)
+        vec!["-help", "x"],
+        vec!["-c", "--"],
+        vec!["key-0x10"],
+        vec!["KEY-1"],
+        vec!["user-1"],
+    ];
+    for a in &argvs {
+        let mut k = case(
+            Vec::new(),
+            Want::Framed("Failed to get username: who='' is invalid".into()),
+        );
+        k.command = None;
+        k.argv = a.iter().map(OsString::from).collect();
+        v.push(k);
+        let mut k = case(
+            "git-upload-pack group/repo",
+            Want::Refused(b"group/repo".to_vec()),
+        );
+        k.argv = a.iter().map(OsString::from).collect();
+        v.push(k);
+    }
+    let mut k = case(
+        Vec::new(),
+        Want::Framed("Failed to get username: who='' is invalid".into()),
+    );
+    k.command = None;
+    k.argv = vec![OsString::from_vec(b"key-\xff".to_vec())];
+    v.push(k);
+    let mut k = case(
+        Vec::new(),
+        Want::Framed("Failed to get username: who='' is invalid".into()),
+    );
+    k.command = None;
+    k.argv = vec!["x".repeat(100 * 1024).into()];
+    v.push(k);
+
+    // 9. Personal access tokens: argument errors are framed before any API call.
+    let usage = "Usage: personal_access_token <name> <scope1[,scope2,...]> [ttl_days]";
+    for cmd in [
+        "personal_access_token",
+        "personal_access_token name",
+        "personal_access_token a b 1 extra",
+        "personal_access_token a b 1 $(id)",
+    ] {
+        v.push(case(cmd, Want::Framed(usage.into())));
+    }
+    for ttl in ["-3", "abc", "1.5", "1e3", "0x10", "' 1'", "+-1", "１"] {
+        let raw = ttl.trim_matches('\'');
+        v.push(case(
+            format!("personal_access_token a api {ttl}"),
+            Want::Framed(format!("Invalid value for days_ttl: '{raw}'")),
+        ));
+    }
+    v
+}
+
+fn expected(want: &Want) -> (i32, Vec<u8>, Vec<u8>) {
+    let e = |s: &str| (1, Vec::new(), s.as_bytes().to_vec());
+    match want {
+        Want::OnlySsh => e("Only SSH allowed\n"),
+        Want::Invalid => e("Invalid SSH command: invalid command line string\n"),
+        Want::Disallowed => e("Disallowed command\n"),
+        Want::DisallowedFramed => e(&framed("Disallowed command")),
+        Want::Refused(_) => e(&framed(NOT_FOUND)),
+        Want::Framed(m) => e(&framed(m)),
+        Want::Welcome => (0, b"Welcome to GitLab, @alice!\n".to_vec(), Vec::new()),
+    }
+}
+
+#[test]
+fn hostile_table_gives_gitlab_shell_messages_and_executes_nothing() {
+    let s = Sandbox::builder("hostile")
+        .fixture_yaml(FIXTURE)
+        .gitaly(false)
+        .build();
+    let canary = s.root().join("pwned");
+    let table = cases(&canary);
+    assert!(table.len() >= 200, "only {} cases", table.len());
+
+    let failures = std::sync::Mutex::new(Vec::<String>::new());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..6 {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(k) = table.get(i) else { break };
+                    if let Err(msg) = run_case(&s, i, k)
+                        && let Ok(mut f) = failures.lock()
+                    {
+                        f.push(msg);
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap_or_default();
+    assert!(
+        failures.is_empty(),
+        "{} of {} hostile cases failed:\n{}",
+        failures.len(),
+        table.len(),
+        failures.join("\n")
+    );
+    assert!(!canary.exists(), "a hostile command was executed");
+    crate::secrets_scan::assert_log_clean(&s.log(), &[]);
+    // Only the internal API was ever talked to, and only through the two endpoints.
+    for r in s.api().requests() {
+        assert!(
+            r.path == "/api/v4/internal/allowed" || r.path == "/api/v4/internal/discover",
+            "unexpected request {r:?}"
+        );
+    }
+}
+
+fn run_case(s: &Sandbox, i: usize, k: &Case) -> Result<(), String> {
+    let id = format!("hostile-case-{i}");
+    let mut cmd = s
+        .cmd("gitlab-shell")
+        .args(&k.argv)
+        .env("CORRELATION_ID", &id)
+        .timeout(Duration::from_secs(30));
+    if let Some(conn) = k.connection {
+        cmd = cmd.env("SSH_CONNECTION", conn);
+    }
+    if let Some(c) = &k.command {
+        cmd = cmd.env("SSH_ORIGINAL_COMMAND", OsString::from_vec(c.clone()));
+    }
+    let run = cmd.run();
+    let (code, stdout, stderr) = expected(&k.want);
+    let shown = |b: &[u8]| {
+        let t = String::from_utf8_lossy(b);
+        if t.len() > 300 {
+            format!("{}…({} bytes)", &t[..t.floor_char_boundary(300)], b.len())
+        } else {
+            format!("{t:?}")
+        }
+    };
+    let what = format!(
+        "case {i} argv={} cmd={}",
+        shown(
+            &k.argv
+                .iter()
+                .map(|a| a.as_encoded_bytes())
+                .collect::<Vec<_>>()
+                .join(&b' ')
+        ),
+        shown(k.command.as_deref().unwrap_or(b"<unset>"))
+    );
+    if run.code != code || run.stdout != stdout || run.stderr != stderr {
+        return Err(format!(
+            "{what}: got exit {} stdout {} stderr {}; want exit {code} stdout {} stderr {}",
+            run.code,
+            shown(&run.stdout),
+            shown(&run.stderr),
+            shown(&stdout),
+            shown(&stderr)
+        ));
+    }
+    let mine: Vec<_> = s
+        .api()
+        .requests_to("/allowed")
+        .into_iter()
+        .filter(|r| r.header("x-request-id") == Some(id.as_str()))
+        .collect();
+    match &k.want {
+        Want::Refused(project) => {
+            let want = String::from_utf8_lossy(project);
+            let sent: Vec<_> = mine
+                .iter()
+                .map(|r| r.body["project"].as_str().unwrap_or("<none>").to_owned())
+                .collect();
+            if sent != [want.as_ref()] {
+                return Err(format!(
+                    "{what}: /allowed got projects {sent:?}, want [{want:?}]"
+                ));
+            }
+        }
+        _ if !mine.is_empty() => return Err(format!("{what}: unexpected /allowed call")),
+        _ => {}
+    }
+    Ok(())
+}
