@@ -13,6 +13,7 @@ mod hostile_corpus;
 mod hostile_inputs;
 mod lfs_transfer;
 mod load_sessions;
+mod operator_docs;
 mod operator_haproxy;
 mod operator_setup;
 mod operator_sshd_modes;
