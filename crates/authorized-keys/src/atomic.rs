@@ -36,6 +36,13 @@ pub fn replace(path: &Path, contents: &[u8]) -> io::Result<()> {
         tmp.write_all(contents)?;
         // The umask may have narrowed the mode at creation; set it exactly.
         tmp.set_permissions(Permissions::from_mode(FILE_MODE))?;
+        // Keep the owner: root editing git's file must not leave a root-owned 0600 file that
+        // sshd (and the next run as git) can no longer read.
+        let owner = match fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(_) => fs::metadata(&dir)?,
+        };
+        match_owner(&tmp, &owner);
         tmp.sync_all()?;
         drop(tmp);
         fs::rename(&tmp_path, path)?;
@@ -57,6 +64,16 @@ pub fn ensure_parent_dir(path: &Path) -> io::Result<PathBuf> {
             .create(&dir)?;
     }
     Ok(dir)
+}
+
+/// Gives `file` the owner and group of `like` when they differ. Only root may do so; for anyone
+/// else the files are theirs already, so a failure is ignored.
+pub fn match_owner(file: &File, like: &fs::Metadata) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = file.metadata() else { return };
+    if (meta.uid(), meta.gid()) != (like.uid(), like.gid()) {
+        let _ = std::os::unix::fs::fchown(file, Some(like.uid()), Some(like.gid()));
+    }
 }
 
 /// The directory holding `path` (`.` for a bare file name).
@@ -138,6 +155,22 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn replace_keeps_the_owner_of_the_file_it_replaces() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("authorized_keys");
+        fs::write(&path, b"old\n").unwrap();
+        if fs::metadata(&path).unwrap().uid() != 0 {
+            return; // only root can hand files to another user
+        }
+        std::os::unix::fs::chown(&path, Some(4242), Some(4343)).unwrap();
+        replace(&path, b"new\n").unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (4242, 4343));
+        assert_eq!(fs::read(&path).unwrap(), b"new\n");
     }
 
     #[test]

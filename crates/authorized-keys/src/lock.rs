@@ -73,6 +73,12 @@ impl FileLock {
                 path: path.to_path_buf(),
                 source,
             })?;
+        // A lock file created by root must stay usable by the folder's owner (git).
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Ok(like) = std::fs::metadata(dir)
+        {
+            crate::atomic::match_owner(&file, &like);
+        }
         let deadline = Instant::now() + timeout;
         loop {
             match file.try_lock() {
@@ -148,6 +154,20 @@ mod tests {
         thread::sleep(Duration::from_millis(50));
         drop(first);
         assert!(waiter.join().unwrap());
+    }
+
+    #[test]
+    fn lock_file_belongs_to_the_owner_of_its_folder() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        if std::fs::metadata(dir.path()).unwrap().uid() != 0 {
+            return; // only root can hand files to another user
+        }
+        std::os::unix::fs::chown(dir.path(), Some(4242), Some(4343)).unwrap();
+        let path = dir.path().join("k.lock");
+        let _lock = FileLock::acquire(&path, DEFAULT_TIMEOUT).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (4242, 4343));
     }
 
     #[test]
