@@ -3,12 +3,13 @@
 //! (Gitaly `client/upload_pack.go`, `stream.ProxyPktLine`) for upload-pack.
 
 use crate::connection::{self, Connection, SidechannelStream};
+use crate::output::{self, Output};
 use crate::sidechannel::{self, Band, FramingError};
 use crate::stdin::{self, StdinError};
 use crate::{CallMeta, Error, Stdio, Target, address, metadata, proto};
 use proto::ssh_service_client::SshServiceClient;
 use std::future::Future;
-use std::io::Write;
+use std::io::Read;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -16,20 +17,29 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Runs `body` on a fresh current-thread runtime after parsing the address and dialling.
-fn run<T, F, Fut>(t: &Target, body: F) -> Result<T, Error>
+/// Runs `body` on a fresh current-thread runtime (on its own thread, see [`output`]) after
+/// parsing the address and dialling; this thread writes the output.
+fn run<T, F, Fut>(t: &Target, io: Stdio<'_>, body: F) -> Result<T, Error>
 where
-    F: FnOnce(Connection) -> Fut,
+    T: Send,
+    F: FnOnce(Connection, Box<dyn Read + Send>, Output) -> Fut + Send,
     Fut: Future<Output = Result<T, Error>>,
 {
     let address = address::parse(&t.address)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Local(format!("failed to start the Gitaly client runtime: {e}")))?;
-    runtime.block_on(async {
-        let conn = connection::connect(&address).await?;
-        body(conn).await
+    let Stdio {
+        stdin,
+        stdout,
+        stderr,
+    } = io;
+    output::relay(stdout, stderr, move |out| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Local(format!("failed to start the Gitaly client runtime: {e}")))?;
+        runtime.block_on(async {
+            let conn = connection::connect(&address).await?;
+            body(conn, stdin, out).await
+        })
     })
 }
 
@@ -49,12 +59,6 @@ fn request_with_meta<T>(
     );
     metadata::apply(pairs, request.metadata_mut());
     request
-}
-
-fn write_all(out: &mut (dyn Write + Send), data: &[u8]) -> Result<(), Error> {
-    out.write_all(data)
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::Local(e.to_string()))
 }
 
 /// What the bidi responses have in common (Gitaly's `ExitStatuser`).
@@ -80,7 +84,8 @@ async fn bidi<Req, Resp, Call, Fut>(
     conn: Connection,
     request: Request<Req>,
     wrap: fn(Vec<u8>) -> Req,
-    io: Stdio<'_>,
+    stdin: Box<dyn Read + Send>,
+    out: Output,
     call: Call,
 ) -> Result<Option<i32>, Error>
 where
@@ -95,7 +100,7 @@ where
     // has read the first message: it must be queued before awaiting (gitaly.md §2.5).
     tx.try_send(first)
         .map_err(|e| Error::Local(format!("queueing the first request: {e}")))?;
-    let stdin_error = stdin::spawn(io.stdin, tx, wrap);
+    let stdin_error = stdin::spawn(stdin, tx, wrap);
     let request = Request::from_parts(metadata, extensions, ReceiverStream::new(rx));
 
     let client = SshServiceClient::new(conn.channel);
@@ -111,12 +116,8 @@ where
                 if status.is_some() {
                     exit_status = status;
                 }
-                if !stderr.is_empty() {
-                    write_all(io.stderr, &stderr)?;
-                }
-                if !stdout.is_empty() {
-                    write_all(io.stdout, &stdout)?;
-                }
+                out.stderr(stderr).await?;
+                out.stdout(stdout).await?;
             }
             Ok(None) => break,
             Err(status) => return Err(Error::from_status(&status)),
@@ -135,7 +136,7 @@ pub(crate) fn receive_pack(
     io: Stdio,
 ) -> Result<Option<i32>, Error> {
     let request = request_with_meta(r, t, m, "git-receive-pack", None);
-    run(t, |conn| {
+    run(t, io, |conn, stdin, out| {
         bidi(
             conn,
             request,
@@ -143,7 +144,8 @@ pub(crate) fn receive_pack(
                 stdin,
                 ..Default::default()
             },
-            io,
+            stdin,
+            out,
             |mut client, req| async move { client.ssh_receive_pack(req).await },
         )
     })
@@ -156,7 +158,7 @@ pub(crate) fn upload_archive(
     io: Stdio,
 ) -> Result<Option<i32>, Error> {
     let request = request_with_meta(r, t, m, "git-upload-archive", None);
-    run(t, |conn| {
+    run(t, io, |conn, stdin, out| {
         bidi(
             conn,
             request,
@@ -164,7 +166,8 @@ pub(crate) fn upload_archive(
                 stdin,
                 ..Default::default()
             },
-            io,
+            stdin,
+            out,
             |mut client, req| async move { client.ssh_upload_archive(req).await },
         )
     })
@@ -179,11 +182,11 @@ pub(crate) fn upload_pack(
     r: proto::SshUploadPackWithSidechannelRequest,
     io: Stdio,
 ) -> Result<Option<proto::PackfileNegotiationStatistics>, Error> {
-    run(t, |conn| async move {
+    run(t, io, |conn, stdin, out| async move {
         let (id, mut waiter) = conn.registry.register();
         let request = request_with_meta(r, t, m, "git-upload-pack", Some(id));
         let (tx, rx) = mpsc::channel(stdin::CHANNEL_DEPTH);
-        let stdin_error = stdin::spawn(io.stdin, tx, |chunk| chunk);
+        let stdin_error = stdin::spawn(stdin, tx, |chunk| chunk);
 
         let mut client = SshServiceClient::new(conn.channel);
         let mut rpc =
@@ -205,7 +208,7 @@ pub(crate) fn upload_pack(
                 // A sidechannel accepted just before the response still counts.
                 let outcome = rpc_result(joined);
                 return match waiter.try_recv() {
-                    Ok(stream) => finish_proxy(proxy(stream, rx, stdin_error, io.stdout, io.stderr), outcome).await,
+                    Ok(stream) => finish_proxy(proxy(stream, rx, stdin_error, out), outcome).await,
                     Err(_) => outcome.and(Err(Error::Sidechannel(CALLBACK_DID_NOT_RUN.to_owned()))),
                 };
             }
@@ -216,7 +219,7 @@ pub(crate) fn upload_pack(
                 .and(Err(Error::Sidechannel(CALLBACK_DID_NOT_RUN.to_owned())));
         };
 
-        let proxy = proxy(stream, rx, stdin_error, io.stdout, io.stderr);
+        let proxy = proxy(stream, rx, stdin_error, out);
         tokio::pin!(proxy);
         tokio::select! {
             proxied = &mut proxy => {
@@ -254,8 +257,7 @@ async fn proxy(
     stream: SidechannelStream,
     mut stdin_rx: mpsc::Receiver<Vec<u8>>,
     stdin_error: StdinError,
-    stdout: &mut (dyn Write + Send),
-    stderr: &mut (dyn Write + Send),
+    out: Output,
 ) -> Result<(), Error> {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let writer_error = stdin_error.clone();
@@ -275,7 +277,7 @@ async fn proxy(
         Ok::<_, std::io::Error>(writer)
     });
 
-    let demuxed = demux_stream(&mut reader, stdout, stderr).await;
+    let demuxed = demux_stream(&mut reader, &out).await;
 
     // Server side is at EOF: close our side cleanly if the writer is done, else abandon it.
     if writer_task.is_finished() {
@@ -294,11 +296,7 @@ async fn proxy(
 }
 
 /// Reads side-band packets until a clean EOF between packets.
-async fn demux_stream<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    stdout: &mut (dyn Write + Send),
-    stderr: &mut (dyn Write + Send),
-) -> Result<(), Error> {
+async fn demux_stream<R: AsyncRead + Unpin>(reader: &mut R, out: &Output) -> Result<(), Error> {
     let framing = |e: FramingError| Error::Sidechannel(e.to_string());
     let io_error = |e: std::io::Error| Error::Sidechannel(format!("sidechannel: {e}"));
     let mut body = vec![0u8; sidechannel::MAX_FRAME_DATA];
@@ -315,8 +313,8 @@ async fn demux_stream<R: AsyncRead + Unpin>(
             return Err(framing(FramingError::Truncated));
         }
         match sidechannel::demux(body).map_err(framing)? {
-            Band::Stdout(data) => write_all(stdout, data)?,
-            Band::Stderr(data) => write_all(stderr, data)?,
+            Band::Stdout(data) => out.stdout(data.to_vec()).await?,
+            Band::Stderr(data) => out.stderr(data.to_vec()).await?,
         }
     }
 }

@@ -14,6 +14,7 @@ mod calls;
 pub mod connection;
 mod error;
 pub mod metadata;
+mod output;
 pub mod sidechannel;
 mod stdin;
 mod tls;
@@ -57,7 +58,8 @@ pub struct CallMeta {
 pub struct Stdio<'a> {
     /// Read on a separate thread until EOF (never joined: the call may end first).
     pub stdin: Box<dyn std::io::Read + Send + 'static>,
-    /// git's stdout; written (and flushed) in arrival order.
+    /// git's stdout; written on the calling thread in arrival order, flushed whenever no more
+    /// output is queued.
     pub stdout: &'a mut (dyn std::io::Write + Send),
     /// git's stderr; within one message it is written before stdout.
     pub stderr: &'a mut (dyn std::io::Write + Send),

@@ -352,7 +352,8 @@ impl SshService for Svc {
             while let Some(message) = incoming.next().await {
                 let Ok(message) = message else { return };
                 sizes.push(message.stdin.len());
-                if mode == "echo" {
+                // `firstecho` answers the first chunk right away, then only reads.
+                if mode == "echo" || (mode == "firstecho" && sizes.len() == 1) {
                     let out = proto::SshReceivePackResponse {
                         stdout: message.stdin,
                         ..Default::default()
@@ -1037,4 +1038,100 @@ fn address_errors_come_before_any_dial() {
         result.unwrap_err().to_string(),
         "invalid connection string: \"localhost:8075\""
     );
+}
+
+/// Yields some bytes, then fails like a broken local pipe.
+struct FailingStdin(bool);
+
+impl io::Read for FailingStdin {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if std::mem::replace(&mut self.0, true) {
+            return Err(io::Error::other("disk on fire"));
+        }
+        buf[..4].copy_from_slice(b"0000");
+        Ok(4)
+    }
+}
+
+#[test]
+fn stdin_read_failure_is_a_stdin_send_error() {
+    let server = TestGitaly::start(Listen::Tcp, Some(TOKEN));
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let io = Stdio {
+        stdin: Box::new(FailingStdin(false)),
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+    };
+    let request = proto::SshReceivePackRequest {
+        repository: repo("echo"),
+        gl_id: "key-123".into(),
+        ..Default::default()
+    };
+    let result = gitaly_client::receive_pack(&server.target(), &call_meta(), request, io);
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "stdin send error: disk on fire"
+    );
+    assert_eq!(
+        stdout, b"0000",
+        "what was read before the failure still went through"
+    );
+}
+
+/// A stdout that blocks on its first write until the server has seen the whole of stdin.
+struct WaitsForServer {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    data: Vec<u8>,
+}
+
+impl Write for WaitsForServer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self
+            .seen
+            .lock()
+            .unwrap()
+            .first()
+            .is_none_or(|s| s.chunks.is_empty())
+        {
+            if std::time::Instant::now() > deadline {
+                return Err(io::Error::other(
+                    "the call made no progress while stdout was blocked",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.data.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_blocked_stdout_does_not_stall_the_connection() {
+    let server = TestGitaly::start(Listen::Tcp, Some(TOKEN));
+    // More than the HTTP/2 and yamux windows and socket buffers hold together: the rest only
+    // moves while the runtime keeps running during the blocked write.
+    let data = noise(16 * 1024 * 1024);
+    let mut stdout = WaitsForServer {
+        seen: server.seen.clone(),
+        data: Vec::new(),
+    };
+    let mut stderr = Vec::new();
+    let io = Stdio {
+        stdin: Box::new(Cursor::new(data.clone())),
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+    };
+    let request = proto::SshReceivePackRequest {
+        repository: repo("firstecho"),
+        gl_id: "key-123".into(),
+        ..Default::default()
+    };
+    let result = gitaly_client::receive_pack(&server.target(), &call_meta(), request, io);
+    assert_eq!(result, Ok(None));
+    assert!(stdout.data == data[..32 * 1024]);
+    assert_eq!(server.seen()[0].chunks.iter().sum::<usize>(), data.len());
 }

@@ -1,0 +1,165 @@
+//! Relaying git's stdout/stderr off the runtime thread.
+//!
+//! Writes to the caller's stdout/stderr block (a slow `git clone` client fills sshd's pipe). Done
+//! on the runtime thread they would stall the whole connection, including HTTP/2 keepalive
+//! pings, long enough to look like a dead peer. So the call runs its runtime on a scoped thread
+//! and hands output to the calling thread through a small bounded channel (bounded memory,
+//! arrival order kept across both streams).
+
+use crate::Error;
+use std::io::Write;
+use tokio::sync::mpsc;
+
+/// Output chunks in flight between the runtime and the writing thread.
+const DEPTH: usize = 4;
+
+enum Chunk {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+
+/// The runtime side: queues bytes for the caller's stdout/stderr.
+#[derive(Clone)]
+pub(crate) struct Output(mpsc::Sender<Chunk>);
+
+impl Output {
+    /// Queues git's stdout bytes (never empty ones).
+    pub(crate) async fn stdout(&self, data: Vec<u8>) -> Result<(), Error> {
+        self.send(Chunk::Stdout(data)).await
+    }
+
+    /// Queues git's stderr bytes (never empty ones).
+    pub(crate) async fn stderr(&self, data: Vec<u8>) -> Result<(), Error> {
+        self.send(Chunk::Stderr(data)).await
+    }
+
+    async fn send(&self, chunk: Chunk) -> Result<(), Error> {
+        let empty = match &chunk {
+            Chunk::Stdout(d) | Chunk::Stderr(d) => d.is_empty(),
+        };
+        if empty {
+            return Ok(());
+        }
+        // The writer only goes away after a write error, which the caller reports instead.
+        self.0
+            .send(chunk)
+            .await
+            .map_err(|_| Error::Local("output closed".to_owned()))
+    }
+}
+
+/// Runs `call` (given the [`Output`]) on a scoped thread while this thread writes what it
+/// produces. A write error wins over the call's own result (as in Gitaly's stream handler,
+/// which returns as soon as a write fails).
+pub(crate) fn relay<T, F>(
+    stdout: &mut (dyn Write + Send),
+    stderr: &mut (dyn Write + Send),
+    call: F,
+) -> Result<T, Error>
+where
+    T: Send,
+    F: FnOnce(Output) -> Result<T, Error> + Send,
+{
+    let (tx, mut rx) = mpsc::channel(DEPTH);
+    std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("gitaly-call".into())
+            .spawn_scoped(scope, move || call(Output(tx)))
+            .map_err(|e| Error::Local(format!("failed to start the Gitaly call thread: {e}")))?;
+        let mut write_error = None;
+        let (mut stdout_dirty, mut stderr_dirty) = (false, false);
+        while let Some(chunk) = rx.blocking_recv() {
+            let written = match chunk {
+                Chunk::Stdout(data) => {
+                    stdout_dirty = true;
+                    stdout.write_all(&data)
+                }
+                Chunk::Stderr(data) => {
+                    stderr_dirty = true;
+                    stderr.write_all(&data)
+                }
+            };
+            // Flush once the queue is drained, so interactive negotiation is never held back.
+            let flushed = written.and_then(|()| {
+                if !rx.is_empty() {
+                    return Ok(());
+                }
+                if std::mem::take(&mut stderr_dirty) {
+                    stderr.flush()?;
+                }
+                if std::mem::take(&mut stdout_dirty) {
+                    stdout.flush()?;
+                }
+                Ok(())
+            });
+            if let Err(e) = flushed {
+                write_error = Some(e);
+                break;
+            }
+        }
+        drop(rx);
+        let result = handle
+            .join()
+            .unwrap_or_else(|_| Err(Error::Local("the Gitaly call thread panicked".to_owned())));
+        match write_error {
+            Some(e) => Err(Error::Local(e.to_string())),
+            None => result,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that fails every write.
+    struct Broken;
+
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "closed pipe",
+            ))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn relay_keeps_order_and_skips_empty_chunks() {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let result = relay(&mut out, &mut err, |o| {
+            rt().block_on(async {
+                o.stderr(b"e1".to_vec()).await?;
+                o.stdout(b"o1".to_vec()).await?;
+                o.stdout(Vec::new()).await?;
+                o.stdout(b"o2".to_vec()).await?;
+                Ok(7)
+            })
+        });
+        assert_eq!(result, Ok(7));
+        assert_eq!((out.as_slice(), err.as_slice()), (&b"o1o2"[..], &b"e1"[..]));
+    }
+
+    #[test]
+    fn a_write_error_wins_over_the_call_result() {
+        let mut err = Vec::new();
+        let result: Result<(), Error> = relay(&mut Broken, &mut err, |o| {
+            rt().block_on(async {
+                for _ in 0..100 {
+                    o.stdout(b"data".to_vec()).await?;
+                }
+                Ok(())
+            })
+        });
+        assert_eq!(result, Err(Error::Local("closed pipe".to_owned())));
+    }
+}
