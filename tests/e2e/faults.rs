@@ -513,7 +513,8 @@ fn gitaly_connection_reset_mid_clone_and_mid_push() {
     s.api().set_gitaly(proxy.address(), DEFAULT_GITALY_TOKEN);
     let work = s.work_dir("reset-clone");
     let run = timed(git_direct(&s, &work).args(["clone", URL, "c1"]), bound);
-    run.assert_failure();
+    run.assert_failure()
+        .assert_stderr_contains(framed(GITALY_DOWN));
     assert!(!run.stderr_str().contains("panicked"), "{run}");
     assert!(proxy.moved.load(Ordering::SeqCst) >= 1 << 20);
     drop(proxy);
@@ -525,7 +526,8 @@ fn gitaly_connection_reset_mid_clone_and_mid_push() {
     let proxy = CuttingProxy::start(&socket, true, 2 << 20);
     s.api().set_gitaly(proxy.address(), DEFAULT_GITALY_TOKEN);
     let run = timed(git_direct(&s, &dir).args(["push", "origin", "main"]), bound);
-    run.assert_failure();
+    run.assert_failure()
+        .assert_stderr_contains(framed(GITALY_DOWN));
     assert!(!run.stderr_str().contains("panicked"), "{run}");
     drop(proxy);
     assert_intact(&s, &before);
