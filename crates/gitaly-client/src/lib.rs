@@ -4,7 +4,9 @@
 //! Each call parses `gitaly.address` ([`address`]), builds a current-thread tokio runtime,
 //! dials with Gitaly's backchannel handshake ([`connection`]: yamux, sidechannel accept),
 //! attaches the metadata of gitaly.md §3.2 ([`metadata`], [`auth`]) and maps a failing status
-//! to GitLab Shell's message ([`Error`]). Callers stay synchronous.
+//! to GitLab Shell's message ([`Error`]). Callers stay synchronous: the runtime runs on a
+//! scoped helper thread while the calling thread writes git's output, so the calls must not be
+//! made from inside an async runtime.
 
 pub use gitaly_proto as proto;
 
