@@ -90,6 +90,10 @@ fn dispatch(program: &str, args: &[String], file: &AuthorizedKeysFile, io: &mut 
             Ok(ExitCode::SUCCESS)
         }
         "check-permissions" => check_permissions(file, io),
+        "--help" | "help" => {
+            io.stdout.write_all(USAGE.as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
         _ => {
             tracing::warn!(command, "Attempt to execute invalid gitlab-keys command");
             writeln!(io.stdout, "{NOT_ALLOWED}")?;
@@ -310,6 +314,13 @@ mod tests {
             assert_eq!(out.code, ExitCode::FAILURE);
             assert_eq!(out.stdout, "not allowed\n");
         }
+    }
+
+    #[test]
+    fn help_prints_usage_on_stdout() {
+        let (_d, f) = setup();
+        let out = run_with(&f, &["--help"], "");
+        assert_eq!((out.code, out.stdout.as_str()), (ExitCode::SUCCESS, USAGE));
     }
 
     #[test]
