@@ -3,7 +3,10 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = ["proto/ssh.proto", "proto/errors.proto"];
-    for f in files.iter().chain(["proto/shared.proto", "proto/packfile.proto"].iter()) {
+    for f in files
+        .iter()
+        .chain(["proto/shared.proto", "proto/packfile.proto"].iter())
+    {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["proto"])?;
