@@ -32,6 +32,7 @@ TOP = BENCH.parent
 PRODUCT_BIN = Path(os.environ.get("BENCH_BIN", BENCH.parent / "bin"))
 WORK = Path(os.environ.get("BENCH_WORK", BENCH / "work"))
 RUN = WORK / "run"
+PID_FILE = WORK / "pids"
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 
 # Sizes and repetitions. Full: about 10 minutes on 2 cores; quick: about 2 minutes.
@@ -100,7 +101,29 @@ class Procs:
         p = subprocess.Popen([str(a) for a in args], stdin=subprocess.DEVNULL,
                              stdout=kw.pop("stdout", out), stderr=out, **extra, **kw)
         self.procs.append((name, p))
+        with open(PID_FILE, "a") as f:
+            f.write(f"{p.pid}\n")
         return p
+
+    @staticmethod
+    def stop_leftovers():
+        """Stops what an earlier, killed run of this harness left running: only PIDs it wrote
+        down whose command line still names this work folder."""
+        if not PID_FILE.exists():
+            return
+        for pid in PID_FILE.read_text().split():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if str(WORK) in cmdline:
+                log(f"stopping leftover process {pid} of an earlier run")
+                try:
+                    os.kill(int(pid), signal.SIGTERM)
+                except OSError:
+                    pass
+        time.sleep(0.5)
+        PID_FILE.unlink()
 
     def stop_all(self):
         for name, p in reversed(self.procs):
@@ -112,6 +135,7 @@ class Procs:
                     p.kill()
                     p.wait()
         self.procs.clear()
+        PID_FILE.unlink(missing_ok=True)
 
 
 PROCS = Procs()
@@ -138,6 +162,18 @@ def chown(path, user, recursive=False):
         sh("chown", "-R", f"{user}:{user}", path)
     else:
         shutil.chown(path, user, user)
+
+
+def remove_leftover_users():
+    """Deletes users an earlier, killed run created (recognised by a home inside WORK)."""
+    for name in (USER, GL_USER):
+        try:
+            home = pwd.getpwnam(name).pw_dir
+        except KeyError:
+            continue
+        if home.startswith(str(WORK) + "/"):
+            log(f"removing user {name} left by an earlier run")
+            sh("userdel", name, check=False)
 
 
 def remove_users():
@@ -900,6 +936,8 @@ def main():
     only = os.environ.get("BENCH_SYSTEMS", ",".join(SYSTEMS)).split(",")
     WORK.mkdir(parents=True, exist_ok=True)
     WORK.chmod(0o755)
+    Procs.stop_leftovers()
+    remove_leftover_users()
     cache = prepare_cache()
     shutil.rmtree(RUN, ignore_errors=True)
     RUN.mkdir(parents=True)
