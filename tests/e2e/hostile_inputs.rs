@@ -739,3 +739,73 @@ fn hostile_environment_is_inert() {
             empty.display()
         ));
 }
+
+/// Garbage pkt-line streams on stdin (hostile clients after authentication): `git-lfs-transfer`
+/// (parsed by GitLab Shell itself) and the Gitaly-relayed upload/receive-pack end within a
+/// bounded time, never panic, and a garbage push changes no ref.
+#[test]
+fn garbage_pkt_line_streams_end_cleanly() {
+    let s = Sandbox::builder("hostile-pkt")
+        .fixture_yaml(FIXTURE)
+        .config_extra("lfs:\n  pure_ssh_protocol: true\n")
+        .seed(
+            "group/repo",
+            vec![test_support::Commit::new(
+                "main",
+                "first",
+                "README.md",
+                "hi\n",
+            )],
+        )
+        .build();
+    let url = s.api().tcp_url();
+    s.api().update_fixture(|f| f.external_url = url);
+    let refs_before = s.git().refs(&s.repo_path("group/repo"));
+    let mut inputs: Vec<Vec<u8>> = vec![
+        b"ffff".to_vec(),
+        b"0003".to_vec(),
+        b"zzzz".to_vec(),
+        b"fff0short".to_vec(),
+        b"000".to_vec(),
+        b"0001000200010002".to_vec(),
+        b"000eversion 1\n0000zzzz".to_vec(),
+        b"000eversion 1\n00000009batch0000".to_vec(),
+        b"000eversion 2\n0000".to_vec(),
+        b"0004".repeat(256 * 1024),
+        b"0000".repeat(64 * 1024),
+        test_support::random_bytes(1, 64 * 1024),
+        test_support::random_bytes(2, 1 << 20),
+    ];
+    let mut pkt = b"fff4".to_vec();
+    pkt.extend(std::iter::repeat_n(b'a', 0xfff0));
+    inputs.push(pkt.repeat(16));
+    for command in [
+        "git-lfs-transfer group/repo download",
+        "git-lfs-transfer group/repo upload",
+        "git-upload-pack group/repo",
+        "git-receive-pack group/repo",
+    ] {
+        for (i, input) in inputs.iter().enumerate() {
+            let start = std::time::Instant::now();
+            let run = s
+                .shell(&["key-1"], Some(command))
+                .stdin(input.clone())
+                .timeout(Duration::from_secs(60))
+                .run();
+            let what = format!("{command} input {i}: {run}");
+            assert!(start.elapsed() < Duration::from_secs(30), "slow: {what}");
+            assert!(run.code == 0 || run.code == 1, "{what}");
+            assert!(!run.stderr_str().contains("panicked"), "{what}");
+            if command.starts_with("git-lfs-transfer") {
+                assert!(
+                    run.stdout.starts_with(b"000eversion=1\n000clocking\n0000"),
+                    "{what}"
+                );
+            }
+        }
+    }
+    assert_eq!(s.git().refs(&s.repo_path("group/repo")), refs_before);
+    let left = test_support::procs::wait_until_gone(s.storage(), "git", Duration::from_secs(20));
+    assert!(left.is_empty(), "git left behind: {left:#?}");
+    crate::secrets_scan::assert_log_clean(&s.log(), &[]);
+}
