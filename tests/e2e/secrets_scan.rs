@@ -72,6 +72,34 @@ fn scanner_rejects_a_leaked_secret() {
     assert_log_clean(&format!("{{\"msg\":\"{DEFAULT_SECRET}\"}}\n"), &[]);
 }
 
+/// A pkt-line `batch` upload request for one object, then `quit`.
+fn lfs_batch() -> Vec<u8> {
+    let pkt = |t: &str| {
+        let mut out = format!("{:04x}", t.len() + 5).into_bytes();
+        out.extend_from_slice(t.as_bytes());
+        out.push(b'\n');
+        out
+    };
+    let mut input = pkt("version 1");
+    input.extend_from_slice(b"0000");
+    for line in [
+        "batch",
+        "transfer=ssh",
+        "hash-algo=sha256",
+        "refname=refs/heads/main",
+    ] {
+        input.extend(pkt(line));
+    }
+    input.extend_from_slice(b"0001");
+    input.extend(pkt(
+        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824 5",
+    ));
+    input.extend_from_slice(b"0000");
+    input.extend(pkt("quit"));
+    input.extend_from_slice(b"0000");
+    input
+}
+
 const FIXTURE: &str = r#"
 users:
   - { id: 1, username: alice, name: Alice, two_factor: true, recovery_codes: [rc-secret-1111, rc-secret-2222], otp: "987654" }
@@ -87,7 +115,10 @@ personal_access_token:
 fn every_command_and_failure_keeps_secrets_out_of_the_log() {
     let s = Sandbox::builder("secrets")
         .fixture_yaml(FIXTURE)
-        .config_extra("http_settings:\n  user: basic-user\n  password: basic-pass-secret\n  read_timeout: 2\n")
+        .config_extra(
+            "http_settings:\n  user: basic-user\n  password: basic-pass-secret\n  read_timeout: 2\n\
+             lfs:\n  pure_ssh_protocol: true\n",
+        )
         .seed(
             "group/repo",
             vec![Commit::new("main", "first", "README.md", "hello\n")],
@@ -108,6 +139,19 @@ fn every_command_and_failure_keeps_secrets_out_of_the_log() {
     run("2fa_verify", b"987654\n").assert_success();
     run("git-upload-pack group/repo", b"0000").assert_success();
     run("git-receive-pack group/repo", b"0000").assert_success();
+    // Pure-SSH LFS: the batch answer carries a signed `token=` per object.
+    let url = s.api().tcp_url();
+    s.api().update_fixture(|f| f.external_url = url);
+    let batch = lfs_batch();
+    let lfs = run("git-lfs-transfer group/repo upload", &batch);
+    lfs.assert_success();
+    let out = lfs.stdout_str();
+    let token = out
+        .split(['\n', ' '])
+        .find_map(|w| w.strip_prefix("token="))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(token.len() > 20, "no batch token in {out}");
     run("git-upload-archive group/repo", b"0000");
     // Failures carry the request (with its JWT) and Gitaly's token through error paths.
     s.api().set_fault(
@@ -141,6 +185,7 @@ fn every_command_and_failure_keeps_secrets_out_of_the_log() {
             "YmFzaWMtdXNlcjpiYXNpYy1wYXNzLXNlY3JldA",
             "wrong-gitaly-token-secret",
             "unreachable-gitaly-token-secret",
+            &token,
         ],
     );
 }
