@@ -1,17 +1,26 @@
-//! A small blocking HTTP/1.1 client for the internal API over `http://` and `http+unix://`
-//! (the transport seam of style §6.9). One request per connection (`Connection: close`, as
-//! GitLab Shell sets `request.Close`), no TLS, no threads, no async runtime: the
-//! authorized-keys check runs on every SSH connection, and reqwest's blocking client costs a
-//! runtime thread and ~2 MB RSS per run. `https://` keeps using reqwest with rustls.
+//! The internal-API transport for `http://` and `http+unix://` (the transport seam of style
+//! §6.9): hyper's HTTP/1.1 client connection over a tokio `TcpStream` or `UnixStream`, driven
+//! by a current-thread runtime built in the calling thread for each request. One request per
+//! connection (`Connection: close`, as GitLab Shell sets `request.Close`), no TLS, no extra
+//! threads (reqwest's blocking client starts a runtime thread, which the authorized-keys check,
+//! run on every SSH connection, cannot afford). `https://` keeps using reqwest.
 //!
-//! Handles what GitLab's API and Workhorse send: `Content-Length`, `chunked`, or a body up to
-//! EOF; interim 1xx answers; redirects 301/302/303/307/308 (v14.45.0's Go client follows them,
-//! at most 10; 300 is not a redirect).
+//! What is ours on top of hyper: the `Host` header (`unix` for sockets), address resolution in
+//! the calling thread (tokio's would start a blocking-pool thread), one timeout covering
+//! connect, headers and body of every hop, and redirects as v14.45.0's Go client follows them:
+//! 301/302/303/307/308, at most 10, 301–303 turn a POST into a body-less GET, 300 is no
+//! redirect.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::io::{self, Read};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::task::Poll;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Request, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Where connections go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +38,7 @@ pub struct Response {
     pub status: u16,
     /// Headers, names lower-cased.
     pub headers: Vec<(String, String)>,
-    /// Body bytes (de-chunked).
+    /// Body bytes (transfer coding removed).
     pub body: Vec<u8>,
 }
 
@@ -43,47 +52,127 @@ impl Response {
     }
 }
 
-trait Stream: Read + Write {}
-impl<T: Read + Write> Stream for T {}
+/// Go's client allows this many redirects, then fails.
+const MAX_REDIRECTS: usize = 10;
 
-/// Splits `http://authority/path?query` into authority and path (with query).
-fn split_url(url: &str) -> io::Result<(&str, &str)> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "unsupported protocol scheme")
-    })?;
-    Ok(match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .max_io_events_per_tick(16)
+        .build()
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "Client.Timeout exceeded")
+}
+
+/// A hyper error with its causes, `: `-separated (hyper's own text hides the cause).
+fn hyper_error(e: hyper::Error) -> io::Error {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    let kind = if e.is_timeout() {
+        io::ErrorKind::TimedOut
+    } else if e.is_incomplete_message() {
+        io::ErrorKind::UnexpectedEof
+    } else if e.is_parse() {
+        io::ErrorKind::InvalidData
+    } else {
+        io::ErrorKind::Other
+    };
+    io::Error::new(kind, text)
+}
+
+/// One exchange on a fresh connection: writes `request`, reads the whole response.
+async fn exchange<T>(io: T, request: Request<Full<Bytes>>) -> io::Result<Response>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .title_case_headers(true)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(hyper_error)?;
+    // The connection is driven right here, next to the exchange (no spawned task): its
+    // failures reach `send_request` or the body; with `Connection: close` it ends with them.
+    let exchange = async move {
+        let response = sender.send_request(request).await?;
+        let (parts, body) = response.into_parts();
+        Ok::<_, hyper::Error>((parts, body.collect().await?.to_bytes()))
+    };
+    let mut exchange = std::pin::pin!(exchange);
+    let mut conn = Some(Box::pin(conn));
+    let mut conn_result = None;
+    let outcome = std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = exchange.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        if let Some(c) = conn.as_mut()
+            && let Poll::Ready(r) = c.as_mut().poll(cx)
+        {
+            conn_result = Some(r);
+            // Dropping the finished connection closes its channels, which settles the
+            // exchange: poll it once more.
+            conn = None;
+            return exchange.as_mut().poll(cx);
+        }
+        Poll::Pending
+    })
+    .await;
+    let (parts, body) = match (outcome, conn_result) {
+        (Ok(done), _) => done,
+        // The connection's own error says more than "connection closed".
+        (Err(_), Some(Err(e))) | (Err(e), _) => return Err(hyper_error(e)),
+    };
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).trim().to_owned(),
+            )
+        })
+        .collect();
+    Ok(Response {
+        status: parts.status.as_u16(),
+        headers,
+        body: body.to_vec(),
     })
 }
 
-fn connect(endpoint: &Endpoint, authority: &str, deadline: Instant) -> io::Result<Box<dyn Stream>> {
-    let remaining = remaining(deadline)?;
+/// The TCP addresses for an authority (port 80 by default), resolved in this thread.
+fn tcp_addrs(uri: &Uri) -> io::Result<Vec<SocketAddr>> {
+    let host = uri.host().unwrap_or_default();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port = uri.port_u16().unwrap_or(80);
+    Ok((host, port).to_socket_addrs()?.collect())
+}
+
+async fn connect_and_exchange(
+    endpoint: &Endpoint,
+    uri: &Uri,
+    request: Request<Full<Bytes>>,
+) -> io::Result<Response> {
     match endpoint {
         Endpoint::Unix(path) => {
-            let s = UnixStream::connect(path)?;
-            s.set_read_timeout(Some(remaining))?;
-            s.set_write_timeout(Some(remaining))?;
-            Ok(Box::new(s))
+            exchange(tokio::net::UnixStream::connect(path).await?, request).await
         }
         Endpoint::Tcp => {
-            let with_port = if authority
-                .rsplit_once(':')
-                .is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-                && !authority.ends_with(']')
-            {
-                authority.to_owned()
-            } else {
-                format!("{authority}:80")
-            };
-            let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-            for addr in with_port.to_socket_addrs()? {
-                match TcpStream::connect_timeout(&addr, remaining) {
-                    Ok(s) => {
-                        s.set_read_timeout(Some(remaining))?;
-                        s.set_write_timeout(Some(remaining))?;
-                        s.set_nodelay(true)?;
-                        return Ok(Box::new(s));
+            let mut last = io::Error::new(io::ErrorKind::NotFound, "no such host");
+            for addr in tcp_addrs(uri)? {
+                match tokio::net::TcpStream::connect(addr).await {
+                    Ok(stream) => {
+                        stream.set_nodelay(true)?;
+                        return exchange(stream, request).await;
                     }
                     Err(e) => last = e,
                 }
@@ -93,170 +182,73 @@ fn connect(endpoint: &Endpoint, authority: &str, deadline: Instant) -> io::Resul
     }
 }
 
-fn remaining(deadline: Instant) -> io::Result<Duration> {
-    match deadline.checked_duration_since(Instant::now()) {
-        Some(d) if !d.is_zero() => Ok(d),
-        _ => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "Client.Timeout exceeded",
-        )),
-    }
-}
-
-fn bad(msg: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg.to_owned())
-}
-
-fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<()> {
-    buf.clear();
-    if r.read_until(b'\n', buf)? == 0 {
+fn parse_http_url(url: &str) -> io::Result<Uri> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("parse {url:?}: {e}")))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
         return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "unexpected EOF",
+            io::ErrorKind::InvalidInput,
+            "unsupported protocol scheme",
         ));
     }
-    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        buf.pop();
-    }
-    Ok(())
+    Ok(uri)
 }
 
-/// Reads one response from `r` (status line, headers, body).
-pub fn read_response(r: &mut impl BufRead) -> io::Result<Response> {
-    let mut line = Vec::with_capacity(128);
-    loop {
-        read_line(r, &mut line)?;
-        let text = String::from_utf8_lossy(&line).into_owned();
-        let mut parts = text.splitn(3, ' ');
-        let version = parts.next().unwrap_or("");
-        if !version.starts_with("HTTP/1.") {
-            return Err(bad("malformed HTTP response"));
-        }
-        let status: u16 = parts
-            .next()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| bad("malformed HTTP status code"))?;
-        let mut headers = Vec::new();
-        loop {
-            read_line(r, &mut line)?;
-            if line.is_empty() {
-                break;
-            }
-            let h = String::from_utf8_lossy(&line);
-            let (name, value) = h
-                .split_once(':')
-                .ok_or_else(|| bad("malformed MIME header line"))?;
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-        }
-        if (100..200).contains(&status) {
-            continue; // interim answer (100 Continue, 103 Early Hints)
-        }
-        let mut response = Response {
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        let chunked = response
-            .header("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-        if status == 204 || status == 304 {
-        } else if chunked {
-            read_chunked(r, &mut response.body)?;
-        } else if let Some(len) = response.header("content-length") {
-            let len: u64 = len.parse().map_err(|_| bad("bad Content-Length"))?;
-            r.take(len).read_to_end(&mut response.body)?;
-            if (response.body.len() as u64) < len {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "unexpected EOF",
-                ));
-            }
-        } else {
-            r.read_to_end(&mut response.body)?;
-        }
-        return Ok(response);
+/// Resolves a `Location` value against the URL it came from.
+fn resolve_location(base: &Uri, location: &str) -> String {
+    let authority = base.authority().map_or("", |a| a.as_str());
+    if location.contains("://") {
+        location.to_owned()
+    } else if let Some(rest) = location.strip_prefix("//") {
+        format!("http://{rest}")
+    } else if location.starts_with('/') {
+        format!("http://{authority}{location}")
+    } else {
+        let dir = base.path().rsplit_once('/').map_or("", |(dir, _)| dir);
+        format!("http://{authority}{dir}/{location}")
     }
 }
 
-fn read_chunked(r: &mut impl BufRead, out: &mut Vec<u8>) -> io::Result<()> {
-    let mut line = Vec::new();
-    loop {
-        read_line(r, &mut line)?;
-        let text = String::from_utf8_lossy(&line);
-        let size = text.split(';').next().unwrap_or("").trim();
-        let size = u64::from_str_radix(size, 16).map_err(|_| bad("malformed chunked encoding"))?;
-        if size == 0 {
-            // Trailers, then the final empty line.
-            loop {
-                read_line(r, &mut line)?;
-                if line.is_empty() {
-                    return Ok(());
-                }
-            }
-        }
-        let before = out.len() as u64;
-        r.take(size).read_to_end(out)?;
-        if out.len() as u64 - before < size {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "unexpected EOF",
-            ));
-        }
-        read_line(r, &mut line)?;
-    }
-}
-
-/// The request head and body bytes.
-pub fn encode_request(
+fn build_request(
     method: &str,
-    authority: &str,
-    path: &str,
+    uri: &Uri,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
-) -> Vec<u8> {
-    let mut req = Vec::with_capacity(512 + body.map_or(0, <[u8]>::len));
-    let _ = write!(req, "{method} {path} HTTP/1.1\r\nHost: {authority}\r\n");
+) -> io::Result<Request<Full<Bytes>>> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("Host", uri.authority().map_or("", |a| a.as_str()));
     for (name, value) in headers {
-        let _ = write!(req, "{name}: {value}\r\n");
+        builder = builder.header(*name, *value);
     }
-    if let Some(b) = body {
-        let _ = write!(req, "Content-Length: {}\r\n", b.len());
-    }
-    req.extend_from_slice(b"\r\n");
-    if let Some(b) = body {
-        req.extend_from_slice(b);
-    }
-    req
+    let body = Full::new(body.map_or_else(Bytes::new, Bytes::copy_from_slice));
+    builder
+        .body(body)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
 }
 
-/// Sends one request (following redirects) within `timeout`.
-pub fn send(
+async fn send_following(
     endpoint: &Endpoint,
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
-    timeout: Duration,
 ) -> io::Result<Response> {
-    let deadline = Instant::now() + timeout;
     let (mut method, mut url, mut body) = (method.to_owned(), url.to_owned(), body);
-    for _ in 0..=10 {
-        let (authority, path) = split_url(&url)?;
-        let mut stream = connect(endpoint, authority, deadline)?;
-        stream.write_all(&encode_request(&method, authority, path, headers, body))?;
-        stream.flush()?;
-        let response = read_response(&mut BufReader::new(stream))?;
+    for _ in 0..=MAX_REDIRECTS {
+        let uri = parse_http_url(&url)?;
+        let request = build_request(&method, &uri, headers, body)?;
+        let response = connect_and_exchange(endpoint, &uri, request).await?;
         let Some(location) = response
             .header("location")
             .filter(|_| matches!(response.status, 301 | 302 | 303 | 307 | 308))
         else {
             return Ok(response);
         };
-        url = if location.starts_with('/') {
-            format!("http://{authority}{location}")
-        } else {
-            location.to_owned()
-        };
+        url = resolve_location(&uri, location);
         // As Go's client: 301/302/303 turn a POST into a body-less GET.
         if matches!(response.status, 301..=303) && method != "GET" && method != "HEAD" {
             method = "GET".to_owned();
@@ -266,61 +258,86 @@ pub fn send(
     Err(io::Error::other("stopped after 10 redirects"))
 }
 
+/// Sends one request (following redirects); `timeout` covers every hop's connect, headers and
+/// body.
+pub fn send(
+    endpoint: &Endpoint,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> io::Result<Response> {
+    runtime()?.block_on(async {
+        tokio::time::timeout(
+            timeout,
+            send_following(endpoint, method, url, headers, body),
+        )
+        .await
+        .unwrap_or_else(|_| Err(timed_out()))
+    })
+}
+
+/// Reads one response to a `GET /` from `r`'s bytes with the same HTTP machinery as [`send`]
+/// (the fuzz targets feed it hostile input): an in-memory peer reads the request, then answers
+/// with the bytes and hangs up.
+pub fn read_response(r: &mut impl Read) -> io::Result<Response> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut input = Vec::new();
+    r.read_to_end(&mut input)?;
+    let (client, mut peer) = tokio::io::duplex(64 * 1024);
+    let request = build_request("GET", &Uri::from_static("http://fuzz/"), &[], None)?;
+    runtime()?.block_on(async move {
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.ends_with(b"\r\n\r\n") {
+                match peer.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = peer.write_all(&input).await;
+            let _ = peer.shutdown().await;
+        });
+        tokio::time::timeout(Duration::from_secs(10), exchange(client, request))
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::net::TcpListener;
+    use std::time::Instant;
 
-    fn parse(raw: &[u8]) -> io::Result<Response> {
-        read_response(&mut BufReader::new(raw))
-    }
-
-    #[test]
-    fn content_length_chunked_and_eof_bodies() {
-        let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\n{}trailing").unwrap();
-        assert_eq!(
-            (r.status, r.body.as_slice(), r.header("x-a")),
-            (200, &b"{}"[..], Some("b"))
-        );
-        let r = parse(b"HTTP/1.1 300 Multiple Choices\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: v\r\n\r\n").unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (300, &b"abcde"[..]));
-        let r = parse(b"HTTP/1.0 404 Not Found\r\n\r\nnot json").unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (404, &b"not json"[..]));
-        let r = parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n").unwrap();
-        assert_eq!(r.status, 204);
-    }
-
-    #[test]
-    fn malformed_and_truncated_responses_are_errors() {
-        for raw in [
-            &b""[..],
-            b"garbage\r\n\r\n",
-            b"HTTP/1.1 abc\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-            b"HTTP/1.1 200 OK\r\nbadheader\r\n\r\n",
-        ] {
-            assert!(parse(raw).is_err(), "{:?}", String::from_utf8_lossy(raw));
+    /// Reads one request (head and `Content-Length` body) from a test connection.
+    fn read_request(s: &mut impl Read) -> Vec<u8> {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                if seen.len() >= end + 4 + len {
+                    return seen;
+                }
+            }
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                return seen;
+            }
+            seen.extend_from_slice(&buf[..n]);
         }
     }
 
-    #[test]
-    fn request_bytes() {
-        let req = encode_request(
-            "POST",
-            "unix",
-            "/api/v4/internal/allowed",
-            &[("User-Agent", "GitLab-Shell")],
-            Some(b"{}"),
-        );
-        assert_eq!(
-            req,
-            b"POST /api/v4/internal/allowed HTTP/1.1\r\nHost: unix\r\nUser-Agent: GitLab-Shell\r\nContent-Length: 2\r\n\r\n{}"
-        );
-        let req = encode_request("GET", "h:1", "/x?k=v", &[], None);
-        assert_eq!(req, b"GET /x?k=v HTTP/1.1\r\nHost: h:1\r\n\r\n");
-    }
-
+    /// A TCP server answering one connection per answer with the given raw bytes, then
+    /// closing it; returns the requests it saw.
     fn serve(answers: Vec<&'static [u8]>) -> (String, std::thread::JoinHandle<Vec<Vec<u8>>>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -328,9 +345,7 @@ mod tests {
             let mut seen = Vec::new();
             for answer in answers {
                 let (mut s, _) = listener.accept().unwrap();
-                let mut buf = [0u8; 4096];
-                let n = s.read(&mut buf).unwrap();
-                seen.push(buf[..n].to_vec());
+                seen.push(read_request(&mut s));
                 s.write_all(answer).unwrap();
             }
             seen
@@ -338,10 +353,92 @@ mod tests {
         (format!("http://{addr}"), handle)
     }
 
+    fn get(url: &str) -> io::Result<Response> {
+        send(
+            &Endpoint::Tcp,
+            "GET",
+            url,
+            &[],
+            None,
+            Duration::from_secs(5),
+        )
+    }
+
+    #[test]
+    fn request_bytes() {
+        let (base, server) = serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"]);
+        let authority = base.trim_start_matches("http://").to_owned();
+        send(
+            &Endpoint::Tcp,
+            "POST",
+            &format!("{base}/api/v4/internal/allowed?a=b%2B"),
+            &[
+                ("User-Agent", "GitLab-Shell"),
+                ("X-Request-ID", "c1"),
+                ("Connection", "close"),
+            ],
+            Some(b"{}"),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let seen = server.join().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&seen[0]),
+            format!(
+                "POST /api/v4/internal/allowed?a=b%2B HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: GitLab-Shell\r\nX-Request-Id: c1\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{{}}"
+            )
+        );
+    }
+
+    #[test]
+    fn bodies_of_every_framing() {
+        let (base, server) = serve(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A:  b \r\n\r\n{}trailing",
+            b"HTTP/1.1 300 Multiple Choices\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: v\r\n\r\n",
+            b"HTTP/1.0 404 Not Found\r\n\r\nnot json",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+        ]);
+        let r = get(&format!("{base}/1")).unwrap();
+        assert_eq!(
+            (r.status, r.body.as_slice(), r.header("X-A")),
+            (200, &b"{}"[..], Some("b"))
+        );
+        let r = get(&format!("{base}/2")).unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (300, &b"abcde"[..]));
+        let r = get(&format!("{base}/3")).unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (404, &b"not json"[..]));
+        let r = get(&format!("{base}/4")).unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (204, &b""[..]));
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn malformed_and_truncated_responses_are_errors() {
+        let answers: Vec<&'static [u8]> = vec![
+            b"",
+            b"garbage\r\n\r\n",
+            b"HTTP/1.1 abc\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"HTTP/1.1 200 OK\r\nbadheader\r\n\r\n",
+        ];
+        let n = answers.len();
+        let (base, server) = serve(answers.clone());
+        for answer in answers.iter().take(n) {
+            assert!(
+                get(&format!("{base}/x")).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(answer)
+            );
+        }
+        server.join().unwrap();
+    }
+
     #[test]
     fn follows_redirects_turning_post_into_get() {
         let (base, server) = serve(vec![
             b"HTTP/1.1 302 Found\r\nLocation: /moved\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 307 Temporary Redirect\r\nLocation: again\r\nContent-Length: 0\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnull",
         ]);
         let r = send(
@@ -358,6 +455,38 @@ mod tests {
         assert!(seen[0].starts_with(b"POST /start HTTP/1.1\r\n"));
         assert!(seen[1].starts_with(b"GET /moved HTTP/1.1\r\n"));
         assert!(!String::from_utf8_lossy(&seen[1]).contains("Content-Length"));
+        assert!(seen[2].starts_with(b"GET /again HTTP/1.1\r\n"));
+    }
+
+    #[test]
+    fn redirects_keep_post_for_307_and_308() {
+        let (base, server) = serve(vec![
+            b"HTTP/1.1 308 Permanent Redirect\r\nLocation: /b\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+        ]);
+        let r = send(
+            &Endpoint::Tcp,
+            "POST",
+            &format!("{base}/a"),
+            &[],
+            Some(b"{}"),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(r.status, 201);
+        let seen = server.join().unwrap();
+        assert!(seen[1].starts_with(b"POST /b HTTP/1.1\r\n"));
+        assert!(seen[1].ends_with(b"Content-Length: 2\r\n\r\n{}"));
+    }
+
+    #[test]
+    fn at_most_ten_redirects() {
+        let redirect: &'static [u8] =
+            b"HTTP/1.1 302 Found\r\nLocation: /again\r\nContent-Length: 0\r\n\r\n";
+        let (base, server) = serve(vec![redirect; 11]);
+        let err = get(&format!("{base}/start")).unwrap_err();
+        assert_eq!(err.to_string(), "stopped after 10 redirects");
+        assert_eq!(server.join().unwrap().len(), 11);
     }
 
     #[test]
@@ -374,8 +503,21 @@ mod tests {
             Duration::from_secs(5),
         )
         .unwrap();
-        assert_eq!(r.status, 300);
+        assert_eq!((r.status, r.body.as_slice()), (300, &b"{}"[..]));
         server.join().unwrap();
+    }
+
+    #[test]
+    fn unsupported_scheme_and_refused_connection() {
+        let err = get("https://127.0.0.1:1/x").unwrap_err();
+        assert_eq!(err.to_string(), "unsupported protocol scheme");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = get(&format!("http://127.0.0.1:{port}/x")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
     }
 
     #[test]
@@ -385,13 +527,16 @@ mod tests {
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let server = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 1024];
-            let n = s.read(&mut buf).unwrap();
+            let seen = read_request(&mut s);
             s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
                 .unwrap();
-            let (_stalled, _) = listener.accept().unwrap();
+            // Headers, then a body that never comes: the timeout covers the body too.
+            let (mut slow, _) = listener.accept().unwrap();
+            read_request(&mut slow);
+            slow.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+                .unwrap();
             std::thread::sleep(Duration::from_millis(500));
-            buf[..n].to_vec()
+            seen
         });
         let ep = Endpoint::Unix(path.display().to_string());
         let r = send(
@@ -415,7 +560,41 @@ mod tests {
         )
         .unwrap_err();
         assert!(started.elapsed() < Duration::from_millis(450), "{err}");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         let seen = server.join().unwrap();
-        assert!(seen.starts_with(b"GET /api/v4/internal/check HTTP/1.1\r\nHost: unix\r\n"));
+        assert_eq!(
+            seen,
+            b"GET /api/v4/internal/check HTTP/1.1\r\nHost: unix\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn timeout_covers_connect_and_headers() {
+        // A listener that never accepts: the connection is made (backlog) but no answer comes.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/x", listener.local_addr().unwrap());
+        let started = Instant::now();
+        let err = send(
+            &Endpoint::Tcp,
+            "GET",
+            &url,
+            &[],
+            None,
+            Duration::from_millis(100),
+        )
+        .unwrap_err();
+        assert!(started.elapsed() < Duration::from_millis(450), "{err}");
+        assert_eq!(err.to_string(), "Client.Timeout exceeded");
+        drop(listener);
+    }
+
+    #[test]
+    fn read_response_parses_raw_bytes() {
+        let mut raw: &[u8] =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+        let r = read_response(&mut raw).unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
+        let mut raw: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort";
+        assert!(read_response(&mut raw).is_err());
     }
 }

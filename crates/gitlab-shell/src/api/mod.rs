@@ -181,8 +181,8 @@ pub fn sign_jwt(secret: &[u8], now: u64) -> Result<String, Error> {
     .map_err(|e| Error::Client(format!("failed to sign JWT: {e}")))
 }
 
-/// How requests travel: the small HTTP/1.1 client for `http://` and `http+unix://`, reqwest with
-/// rustls for `https://` (so TLS is only ever set up for https).
+/// How requests travel: hyper's HTTP/1.1 client connection (`http1`) for `http://` and
+/// `http+unix://`, reqwest with rustls for `https://` (so TLS is only ever set up for https).
 enum Transport {
     Plain(http1::Endpoint),
     Https(HttpClient),
