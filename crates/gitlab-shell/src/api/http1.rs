@@ -88,11 +88,12 @@ fn hyper_error(e: hyper::Error) -> io::Error {
     io::Error::new(kind, text)
 }
 
+/// A connection of any kind, so that hyper's client is instantiated once.
+trait Io: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
+
 /// One exchange on a fresh connection: writes `request`, reads the whole response.
-async fn exchange<T>(io: T, request: Request<Full<Bytes>>) -> io::Result<Response>
-where
-    T: AsyncRead + AsyncWrite + Unpin,
-{
+async fn exchange(io: Box<dyn Io>, request: Request<Full<Bytes>>) -> io::Result<Response> {
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .title_case_headers(true)
         .handshake(TokioIo::new(io))
@@ -164,7 +165,11 @@ async fn connect_and_exchange(
 ) -> io::Result<Response> {
     match endpoint {
         Endpoint::Unix(path) => {
-            exchange(tokio::net::UnixStream::connect(path).await?, request).await
+            exchange(
+                Box::new(tokio::net::UnixStream::connect(path).await?),
+                request,
+            )
+            .await
         }
         Endpoint::Tcp => {
             let mut last = io::Error::new(io::ErrorKind::NotFound, "no such host");
@@ -172,7 +177,7 @@ async fn connect_and_exchange(
                 match tokio::net::TcpStream::connect(addr).await {
                     Ok(stream) => {
                         stream.set_nodelay(true)?;
-                        return exchange(stream, request).await;
+                        return exchange(Box::new(stream), request).await;
                     }
                     Err(e) => last = e,
                 }
@@ -300,7 +305,7 @@ pub fn read_response(r: &mut impl Read) -> io::Result<Response> {
             let _ = peer.write_all(&input).await;
             let _ = peer.shutdown().await;
         });
-        tokio::time::timeout(Duration::from_secs(10), exchange(client, request))
+        tokio::time::timeout(Duration::from_secs(10), exchange(Box::new(client), request))
             .await
             .unwrap_or_else(|_| Err(timed_out()))
     })
