@@ -957,19 +957,24 @@ def main():
             systems.append(setups[name](cache, pub))
     t0 = time.monotonic()
     EXTRA["load0"] = os.getloadavg()[0]
+    skip = set(filter(None, os.environ.get("BENCH_SKIP", "").split(",")))
     protocol_check(systems)
-    bench_ls_remote(systems)
-    bench_clones(systems)
-    bench_push(systems)
+    for name, fn in (("ls-remote", bench_ls_remote), ("clones", bench_clones),
+                     ("push", bench_push)):
+        if name not in skip:
+            fn(systems)
     ours = next((s for s in systems if s.name == "ours"), None)
     if ours is not None:
-        for fn in (bench_keys_check, bench_process_costs):
+        for name, fn in (("keys-check", bench_keys_check), ("process", bench_process_costs)):
+            if name in skip:
+                continue
             try:
                 fn(ours)
             except (Failed, RuntimeError) as e:
                 log(f"FAILED {fn.__name__}: {e}")
                 FAILED.setdefault(fn.__name__, {})["ours"] = str(e).splitlines()[0][:160]
-    bench_concurrency(systems)
+    if "concurrency" not in skip:
+        bench_concurrency(systems)
     EXTRA["load1"] = os.getloadavg()[0]
     log(f"measurements took {time.monotonic() - t0:.0f}s")
     text = report(systems)
