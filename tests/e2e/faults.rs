@@ -273,7 +273,6 @@ fn unwritable_log_file_and_unreadable_config() {
 /// Go reads the config with `os.ReadFile`: opening a directory succeeds, the read fails, and
 /// the `*PathError` says `read <path>: is a directory`.
 #[test]
-#[ignore = "BUG: config.yml being a directory is reported as 'open …: is a directory', Go says 'read …: is a directory'"]
 fn config_that_is_a_directory_is_a_read_error() {
     let s = sandbox("faults-config-dir", "");
     let cfg = s.root().join("config.yml");

@@ -482,7 +482,6 @@ fn go_lossy_replaces_each_invalid_byte() {
 /// Checked against Go GitLab Shell: `git-upload-pack '\xe2\x82'` sends `/allowed` the project
 /// "\u{fffd}\u{fffd}" (one per byte); Rust's `to_string_lossy` folds a truncated sequence into one.
 #[test]
-#[ignore = "BUG: args/shell.rs to_string_lossy gives one U+FFFD per truncated UTF-8 sequence; Go gives one per byte"]
 fn truncated_utf8_sequences_reach_the_api_as_go_sends_them() {
     let s = Sandbox::builder("hostile-utf8")
         .fixture_yaml(FIXTURE)

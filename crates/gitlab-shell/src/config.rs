@@ -189,6 +189,19 @@ pub fn go_io_error(op: &str, path: &Path, err: &std::io::Error) -> String {
     format!("{op} {}: {lowered}", path.display())
 }
 
+/// Reads a whole file as Go's `os.ReadFile` does, so a failure names the step that failed:
+/// `open <path>: …` when the file cannot be opened, `read <path>: …` when it cannot be read
+/// (a directory opens fine and then fails to read).
+fn read_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read;
+    let mut file =
+        std::fs::File::open(path).map_err(|e| ConfigError(go_io_error("open", path, &e)))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| ConfigError(go_io_error("read", path, &e)))?;
+    Ok(bytes)
+}
+
 /// Go's `path.Join` for our uses: joins and cleans (`.`, `..`, duplicate `/`).
 pub fn clean_join(base: &Path, rel: &str) -> PathBuf {
     let joined = format!("{}/{}", base.display(), rel);
@@ -251,7 +264,7 @@ impl Config {
     /// Loads `<root>/config.yml` and the secret.
     pub fn load(root: &Path) -> Result<Config, ConfigError> {
         let path = root.join("config.yml");
-        let text = std::fs::read(&path).map_err(|e| ConfigError(go_io_error("open", &path, &e)))?;
+        let text = read_file(&path)?;
         Self::from_yaml(root, &text)
     }
 
@@ -283,9 +296,7 @@ impl Config {
             } else {
                 clean_join(root, &raw.secret_file)
             };
-            let bytes =
-                std::fs::read(&file).map_err(|e| ConfigError(go_io_error("open", &file, &e)))?;
-            (bytes, file)
+            (read_file(&file)?, file)
         };
         let log_file = if raw.log_file.starts_with('/') {
             PathBuf::from(&raw.log_file)

@@ -93,7 +93,7 @@ fn parse_username(s: &str) -> Option<&str> {
 /// hit wins.
 pub fn parse_identity(args: &[OsString]) -> Identity {
     for arg in args {
-        let arg = arg.to_string_lossy();
+        let arg = super::go_lossy(arg);
         let last = arg.rsplit(' ').next().unwrap_or("");
         if let Some(k) = parse_key_id(last) {
             return Identity::KeyId(k.to_owned());
@@ -111,7 +111,7 @@ pub fn parse(args: &[OsString], env: SshEnv) -> Result<ShellArgs, Error> {
         return Err(Error::OnlySshAllowed);
     }
     // Go strings hold invalid UTF-8 bytes; shellwords then sees U+FFFD for each, as here.
-    let line = env.original_command.to_string_lossy().into_owned();
+    let line = super::go_lossy(&env.original_command);
     let mut words =
         shellwords::split(&line).map_err(|e| Error::InvalidSshCommand(e.to_string()))?;
     // Git for Windows 2.14 sends `git upload-pack`.
