@@ -543,8 +543,18 @@ async fn handle(
     }
     // The project LFS API (Basic auth, no JWT) for git-lfs-transfer.
     let lfs_reply = {
-        let fixture = shared.fixture.read().unwrap_or_else(PoisonError::into_inner);
-        crate::lfs::respond(&shared.lfs, &fixture, &method, &path, &parts.headers, &bytes)
+        let fixture = shared
+            .fixture
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        crate::lfs::respond(
+            &shared.lfs,
+            &fixture,
+            &method,
+            &path,
+            &parts.headers,
+            &bytes,
+        )
     };
     if let Some(reply) = lfs_reply {
         return Ok(reply);
