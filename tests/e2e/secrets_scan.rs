@@ -1,75 +1,125 @@
-//! Secrets never reach a log line (issue 5 §5). [`assert_log_clean`] scans a GitLab Shell log
-//! for the shared secret, the Gitaly token, JWTs, personal access tokens, LFS tokens and Basic
-//! credentials; every hostile/fault/load test of this suite calls it on its sandbox's log before
-//! the sandbox is dropped, and [`every_command_and_failure_keeps_secrets_out_of_the_log`] drives
+//! Secrets never reach a log line (issue 5 §5). Every [`Sandbox`] scans its logs for the shared
+//! secret, the Gitaly token, JWTs, personal access tokens, LFS tokens and Basic credentials when
+//! it is dropped ([`test_support::secrets`]), so every test of this suite checks its own logs;
+//! [`drop_time_scan_fails_the_test_on_a_leak`] proves that scan fires. [`assert_log_clean`] runs
+//! the same scan on demand, and [`every_command_and_failure_keeps_secrets_out_of_the_log`] drives
 //! each command that handles a secret (welcome, PAT creation, LFS token, 2FA, clone, push, API
 //! and Gitaly failures) at `log_level: debug` and scans what was written.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
 use test_support::sandbox::{DEFAULT_GITALY_TOKEN, DEFAULT_SECRET};
+use test_support::secrets;
 use test_support::stub_api::Fault;
 use test_support::{Commit, Sandbox};
 
 /// Secret values every sandbox of this suite uses (see the fixtures).
-const ALWAYS: &[&str] = &[
-    DEFAULT_SECRET,
-    DEFAULT_GITALY_TOKEN,
-    "glpat-",
-    "stub-lfs-token",
+const ALWAYS: &[(&str, &str)] = &[
+    ("shared secret", DEFAULT_SECRET),
+    ("Gitaly token", DEFAULT_GITALY_TOKEN),
+    ("LFS token", "stub-lfs-token"),
     // base64("alice:stub-lfs-token"), the LFS Basic credential.
-    "YWxpY2U6c3R1Yi1sZnMtdG9rZW4",
+    ("LFS Basic credential", "YWxpY2U6c3R1Yi1sZnMtdG9rZW4"),
 ];
 
-/// Panics (listing the offending lines, with the secret masked) if `log` holds a JWT, one of
-/// the suite's known secrets, or one of `extra`.
+/// Panics (listing the offending lines, with the secret masked) if `log` holds a JWT, a
+/// `glpat-` token, a Basic credential, one of the suite's known secrets, or one of `extra`.
 #[track_caller]
 pub(crate) fn assert_log_clean(log: &str, extra: &[&str]) {
-    let mut bad = Vec::new();
-    for (n, line) in log.lines().enumerate() {
-        let mut hits: Vec<&str> = ALWAYS
-            .iter()
-            .chain(extra)
-            .copied()
-            .filter(|s| !s.is_empty() && line.contains(s))
-            .collect();
-        if has_jwt(line) {
-            hits.push("<JWT>");
-        }
-        if !hits.is_empty() {
-            let mut masked = line.to_owned();
-            for h in &hits {
-                masked = masked.replace(h, "<SECRET>");
-            }
-            bad.push(format!("line {}: {hits:?}: {masked}", n + 1));
-        }
-    }
-    assert!(bad.is_empty(), "secrets in the log:\n{}", bad.join("\n"));
-}
-
-/// A JWT: three base64url segments, the first decoding to a JSON object (`eyJ` = `{"`).
-fn has_jwt(line: &str) -> bool {
-    line.match_indices("eyJ").any(|(i, _)| {
-        let rest = &line[i..];
-        let token: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            .collect();
-        token.split('.').filter(|s| !s.is_empty()).count() >= 2
-    })
-}
-
-#[test]
-fn jwt_detector_finds_tokens_and_ignores_words() {
-    assert!(has_jwt(
-        r#"{"msg":"x","h":"eyJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJnaXRsYWItc2hlbGwifQ.c2ln"}"#
-    ));
-    assert!(!has_jwt("eyJ alone, no dots"));
-    assert!(!has_jwt(r#"{"msg":"done"}"#));
+    let mut all = ALWAYS.to_vec();
+    all.extend(extra.iter().map(|e| ("extra secret", *e)));
+    secrets::assert_clean("text", log, &all);
 }
 
 #[test]
 #[should_panic(expected = "secrets in the log")]
 fn scanner_rejects_a_leaked_secret() {
     assert_log_clean(&format!("{{\"msg\":\"{DEFAULT_SECRET}\"}}\n"), &[]);
+}
+
+#[test]
+fn scanner_rejects_jwts_and_tokens_and_passes_clean_logs() {
+    let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJnaXRsYWItc2hlbGwifQ.c2ln";
+    for leaked in [
+        jwt,
+        "glpat-abcdef0123456789",
+        "stub-lfs-token",
+        "my-extra-token",
+    ] {
+        let log = format!("{{\"msg\":\"ok\"}}\n{{\"h\":\"{leaked}\"}}\n");
+        let caught = catch_unwind(|| assert_log_clean(&log, &["my-extra-token"]));
+        assert!(caught.is_err(), "{leaked} was not caught");
+    }
+    assert_log_clean(
+        "{\"msg\":\"done\"}\neyJ alone, no dots\n",
+        &["my-extra-token"],
+    );
+}
+
+/// A sandbox whose log gets a JWT (or its own secret) written into it fails on drop, naming
+/// the log and the line; a clean one does not.
+#[test]
+fn drop_time_scan_fails_the_test_on_a_leak() {
+    let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJnaXRsYWItc2hlbGwifQ.c2lnbmF0dXJl";
+    let leaks = [
+        (
+            "JWT",
+            format!("{{\"level\":\"debug\",\"header\":\"{jwt}\"}}"),
+        ),
+        ("shared secret", format!("secret {}", "drop-test-secret-42")),
+        ("Gitaly token", "token drop-test-gitaly-token".to_owned()),
+        ("glpat- token", "glpat-droptest000000".to_owned()),
+        ("watched", "password watched-secret-value".to_owned()),
+    ];
+    for (kind, leak) in leaks {
+        let s = Sandbox::builder("secrets-drop")
+            .gitaly(false)
+            .secret("drop-test-secret-42\n")
+            .gitaly_token("drop-test-gitaly-token")
+            .build();
+        s.watch_secret("watched", "watched-secret-value");
+        let root = s.root().to_owned();
+        let log = root.join("gitlab-shell.log");
+        std::fs::write(&log, format!("{{\"msg\":\"clean\"}}\n{leak}\n")).unwrap();
+        let caught = catch_unwind(AssertUnwindSafe(move || drop(s)));
+        let message = match caught {
+            Ok(()) => panic!("{kind}: the drop-time scan did not fire"),
+            Err(e) => e
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_else(|| "<non-string panic>".into()),
+        };
+        assert!(
+            message.starts_with(&format!(
+                "secrets in the log {}:\n  line 2: ",
+                log.display()
+            )),
+            "{kind}: {message}"
+        );
+        assert!(message.contains(kind), "{kind}: {message}");
+        assert!(
+            !message.contains(jwt) && !message.contains("drop-test-secret-42"),
+            "{message}"
+        );
+        assert!(root.exists(), "a leaking sandbox is kept for inspection");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    // Logs elsewhere in the root (e.g. sshd's, with the keys check's stderr) are scanned too.
+    let s = Sandbox::builder("secrets-drop").gitaly(false).build();
+    let root = s.root().to_owned();
+    std::fs::create_dir_all(root.join("sshd")).unwrap();
+    std::fs::write(root.join("sshd/sshd.log"), format!("{jwt}\n")).unwrap();
+    let caught = catch_unwind(AssertUnwindSafe(move || drop(s)));
+    assert!(caught.is_err(), "sshd.log was not scanned");
+    std::fs::remove_dir_all(&root).unwrap();
+
+    // A clean log passes and the root is removed.
+    let s = Sandbox::builder("secrets-drop").gitaly(false).build();
+    let root = s.root().to_owned();
+    std::fs::write(root.join("gitlab-shell.log"), "{\"msg\":\"clean\"}\n").unwrap();
+    drop(s);
+    assert!(!root.exists());
 }
 
 /// A pkt-line `batch` upload request for one object, then `quit`.
@@ -124,6 +174,18 @@ fn every_command_and_failure_keeps_secrets_out_of_the_log() {
             vec![Commit::new("main", "first", "README.md", "hello\n")],
         )
         .build();
+    for (label, value) in [
+        ("recovery code", "rc-secret-2222"),
+        ("http_settings password", "basic-pass-secret"),
+        (
+            "http_settings credential",
+            "YmFzaWMtdXNlcjpiYXNpYy1wYXNzLXNlY3JldA",
+        ),
+        ("Gitaly token", "wrong-gitaly-token-secret"),
+        ("Gitaly token", "unreachable-gitaly-token-secret"),
+    ] {
+        s.watch_secret(label, value);
+    }
     let run = |cmd: &str, stdin: &[u8]| s.shell(&["key-1"], Some(cmd)).stdin(stdin).run();
     s.shell(&["key-1"], None).run().assert_success();
     s.shell(&["username-alice"], None).run().assert_success();
@@ -152,6 +214,7 @@ fn every_command_and_failure_keeps_secrets_out_of_the_log() {
         .unwrap_or_default()
         .to_owned();
     assert!(token.len() > 20, "no batch token in {out}");
+    s.watch_secret("LFS batch token", &token);
     run("git-upload-archive group/repo", b"0000");
     // Failures carry the request (with its JWT) and Gitaly's token through error paths.
     s.api().set_fault(

@@ -7,6 +7,7 @@
 //!   `support/sshd_config.tmpl`.
 //! - [`Cmd`] / [`Run`]: running programs with a deadline and asserting on exit code and output,
 //!   printing command, environment, stdout and stderr on failure.
+//! - [`secrets`]: the log scan for leaked secrets that every [`Sandbox`] runs when dropped.
 //! - [`ClientKey`], [`GitEnv`], [`Commit`]: client keys, deterministic git and seeded repositories.
 
 pub mod git;
@@ -15,6 +16,7 @@ pub mod paths;
 pub mod procs;
 pub mod run;
 pub mod sandbox;
+pub mod secrets;
 pub mod sshd;
 
 pub use dev_gitaly;

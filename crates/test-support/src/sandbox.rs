@@ -8,10 +8,18 @@
 //! short `/tmp/glsXXXXXX` folder because unix socket paths are limited to ~108 bytes. Everything
 //! is stopped on drop; the root is removed unless the test is failing (then it is kept for a
 //! post-mortem and its path is printed).
+//!
+//! On drop, unless the test is already failing, every log in the root (`*.log` outside the
+//! storage, `home` and `work` folders, e.g. `gitlab-shell.log` and sshd's log with the keys
+//! check's stderr) and the `log_file` that `config.yml` names are scanned with
+//! [`crate::secrets::scan`] for JWTs, `glpat-` tokens, Basic credentials, the sandbox's shared
+//! secret and Gitaly token, and the fixture's tokens (see [`Sandbox::watched_secrets`]); any
+//! finding fails the test, naming the log and the line, and keeps the root.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use dev_gitaly::{DevGitaly, Listen, Options as GitalyOptions};
 use stub_api::fixture::{Fixture, Key};
@@ -24,6 +32,7 @@ use crate::paths::{
     unique_dir,
 };
 use crate::run::{Cmd, Run};
+use crate::secrets::{self, Finding};
 use crate::sshd::Sshd;
 
 /// The `SSH_CONNECTION` the sandbox passes by default: client 127.0.0.1:51234 → server :22.
@@ -185,6 +194,14 @@ impl SandboxBuilder {
             None
         };
         let fixture = api.fixture();
+        let mut watched = vec![
+            (
+                "shared secret".to_owned(),
+                String::from_utf8_lossy(&self.secret).trim().to_owned(),
+            ),
+            ("Gitaly token".to_owned(), self.gitaly_token.clone()),
+        ];
+        watched.extend(fixture_secrets(&fixture));
         if self.gitaly {
             for project in &fixture.projects {
                 let path = storage.join(project.relative_path());
@@ -216,6 +233,7 @@ impl SandboxBuilder {
             git,
             api,
             gitaly,
+            watched: Mutex::new(watched),
             _sockets: sockets,
         };
         for (project, commits) in &self.seeds {
@@ -233,6 +251,8 @@ pub struct Sandbox {
     git: GitEnv,
     api: StubApi,
     gitaly: Option<DevGitaly>,
+    /// `(label, value)` of the secrets the drop-time log scan looks for (besides the fixture's).
+    watched: Mutex<Vec<(String, String)>>,
     _sockets: tempfile::TempDir,
 }
 
@@ -309,6 +329,65 @@ impl Sandbox {
             .unwrap_or_default()
     }
 
+    /// Adds a secret the drop-time log scan must not find (e.g. a password put into
+    /// `config.yml`, a token a test obtained); `label` names it in the failure message.
+    pub fn watch_secret(&self, label: &str, value: &str) {
+        self.watched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((label.to_owned(), value.to_owned()));
+    }
+
+    /// The `(label, value)` secrets the log scan looks for, besides JWTs, `glpat-` tokens and
+    /// Basic credentials found by shape: the shared secret and Gitaly token the sandbox was
+    /// built with, those passed to [`Sandbox::watch_secret`], and from the fixture as built and
+    /// as served now, the Gitaly token, the personal access token, the LFS token, each user's
+    /// LFS Basic credential (base64 of `username:lfs token`) and recovery codes.
+    pub fn watched_secrets(&self) -> Vec<(String, String)> {
+        let mut all = self
+            .watched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        all.extend(fixture_secrets(&self.api.fixture()));
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// The logs the drop-time scan reads: every `*.log` file in the root outside `storage`,
+    /// `home` and `work`, plus the `log_file` named by `config.yml` when it is elsewhere.
+    pub fn log_files(&self) -> Vec<PathBuf> {
+        let mut logs = Vec::new();
+        collect_logs(&self.root, &self.root, &mut logs);
+        if let Some(configured) = configured_log_file(&self.root) {
+            let regular = fs::metadata(&configured).is_ok_and(|m| m.is_file());
+            if regular && !logs.contains(&configured) && !configured.starts_with(&self.root) {
+                logs.push(configured);
+            }
+        }
+        logs.sort();
+        logs
+    }
+
+    /// Scans [`Sandbox::log_files`] for leaked secrets ([`crate::secrets::scan`] with
+    /// [`Sandbox::watched_secrets`]); each log with findings, in path order.
+    pub fn scan_logs(&self) -> Vec<(PathBuf, Vec<Finding>)> {
+        let watched = self.watched_secrets();
+        let pairs: Vec<(&str, &str)> = watched
+            .iter()
+            .map(|(l, v)| (l.as_str(), v.as_str()))
+            .collect();
+        self.log_files()
+            .into_iter()
+            .filter_map(|path| {
+                let text = fs::read(&path).ok()?;
+                let findings = secrets::scan(&String::from_utf8_lossy(&text), &pairs);
+                (!findings.is_empty()).then_some((path, findings))
+            })
+            .collect()
+    }
+
     /// Replaces `config.yml`.
     #[track_caller]
     pub fn write_config(&self, yaml: &str) {
@@ -371,10 +450,84 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln_kept(&self.root);
-        } else {
+            return;
+        }
+        let leaks = self.scan_logs();
+        if leaks.is_empty() {
             let _ = fs::remove_dir_all(&self.root);
+            return;
+        }
+        let report: Vec<String> = leaks
+            .iter()
+            .map(|(path, findings)| secrets::report(&path.display().to_string(), findings))
+            .collect();
+        panic!(
+            "{}\n(sandbox kept for inspection: {})",
+            report.join("\n"),
+            self.root.display()
+        );
+    }
+}
+
+/// The secrets a fixture hands out, labelled for the log scan.
+fn fixture_secrets(fixture: &Fixture) -> Vec<(String, String)> {
+    let mut out = vec![
+        (
+            "Gitaly token (fixture)".to_owned(),
+            fixture.gitaly.token.clone(),
+        ),
+        (
+            "personal access token".to_owned(),
+            fixture.personal_access_token.token.clone(),
+        ),
+        ("LFS token".to_owned(), fixture.lfs.token.clone()),
+    ];
+    for user in &fixture.users {
+        if !fixture.lfs.token.is_empty() {
+            for cred in secrets::basic_credential(&user.username, &fixture.lfs.token) {
+                out.push((format!("LFS Basic credential of {}", user.username), cred));
+            }
+        }
+        for code in &user.recovery_codes {
+            out.push((format!("recovery code of {}", user.username), code.clone()));
         }
     }
+    out
+}
+
+/// Adds the `*.log` files below `dir` to `logs`, skipping repositories and client folders and
+/// not following symbolic links.
+fn collect_logs(root: &Path, dir: &Path, logs: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            let skipped = ["storage", "home", "work"]
+                .iter()
+                .any(|s| path == root.join(s));
+            if !skipped {
+                collect_logs(root, &path, logs);
+            }
+        } else if kind.is_file() && path.extension().is_some_and(|e| e == "log") {
+            logs.push(path);
+        }
+    }
+}
+
+/// The `log_file:` of `<root>/config.yml` (relative paths resolved against the root).
+fn configured_log_file(root: &Path) -> Option<PathBuf> {
+    let config = fs::read_to_string(root.join("config.yml")).ok()?;
+    let value = config
+        .lines()
+        .find_map(|l| l.strip_prefix("log_file:"))?
+        .trim()
+        .trim_matches(|c| c == '"' || c == '\'');
+    (!value.is_empty()).then(|| root.join(value))
 }
 
 #[expect(
