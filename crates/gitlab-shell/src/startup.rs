@@ -6,10 +6,10 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config::ConfigError;
+use crate::config::{Config, ConfigError};
 use crate::executable::RootDirError;
 use crate::io::Io;
-use crate::messages;
+use crate::{correlation, executable, logging, messages, sshenv};
 
 /// Product version, `v` + the `VERSION` file.
 pub const VERSION: &str = env!("GITLAB_SHELL_VERSION");
@@ -101,6 +101,46 @@ pub fn config_failed(binary: Binary, err: &ConfigError, io: &mut Io) -> ExitCode
 }
 
 use std::io::Write as _;
+
+/// What the shared start-up hands to a binary's own entry point.
+pub struct Started<'a> {
+    /// `argv[1..]`.
+    pub args: &'a [OsString],
+    /// The loaded `config.yml` (and secret).
+    pub config: &'a Config,
+    /// This process's correlation id (from `CORRELATION_ID` or generated once).
+    pub correlation_id: &'a str,
+    /// The process's standard streams.
+    pub io: &'a mut Io,
+}
+
+/// The whole start-up of behaviour §1.1 in its fixed order — flags, streams, root folder,
+/// config, correlation id, logging — then `run`. Every binary's `main` is this one call, so the
+/// order and each binary's failure wording live here only. The log guard lives until `run`
+/// returns, and `main` returns the exit code (never `process::exit`), so logs are flushed.
+pub fn main(binary: Binary, run: impl FnOnce(Started<'_>) -> ExitCode) -> ExitCode {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let mut io = Io::from_stdio();
+    if let Some(code) = handle_flags(binary, &argv, &mut io) {
+        return code;
+    }
+    let root = match executable::root_dir() {
+        Ok(root) => root,
+        Err(e) => return root_failed(binary, &e, &mut io),
+    };
+    let config = match Config::load(&root) {
+        Ok(config) => config,
+        Err(e) => return config_failed(binary, &e, &mut io),
+    };
+    let correlation_id = correlation::correlation_id(sshenv::correlation_id_from_env());
+    let _log = logging::configure(&config, &correlation_id);
+    run(Started {
+        args: argv.get(1..).unwrap_or_default(),
+        config: &config,
+        correlation_id: &correlation_id,
+        io: &mut io,
+    })
+}
 
 #[cfg(test)]
 mod tests {
