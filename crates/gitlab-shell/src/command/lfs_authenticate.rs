@@ -43,6 +43,27 @@ pub fn payload_json(r: &lfs_authenticate::Response) -> String {
     serde_json::to_string(&payload).unwrap_or_default()
 }
 
+/// The `/lfs_authenticate` request for this session (behaviour §3.4 #6): `key_id` for a key
+/// identity; otherwise `user_id`, the `/allowed` `gl_id` without its `user-` prefix, as a string.
+/// Shared with `git-lfs-transfer`, which asks for the same token.
+pub(crate) fn token_request(
+    ctx: &Context<'_>,
+    operation: &str,
+    repo: &str,
+    gl_id: &str,
+) -> lfs_authenticate::Request {
+    let mut request = lfs_authenticate::Request {
+        operation: operation.to_owned(),
+        project: repo.to_owned(),
+        ..Default::default()
+    };
+    match &ctx.args.identity {
+        Identity::KeyId(k) => request.key_id = k.clone(),
+        _ => request.user_id = gl_id.strip_prefix("user-").unwrap_or(gl_id).to_owned(),
+    }
+    request
+}
+
 /// Runs the command.
 pub fn run(ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
     let words = &ctx.args.words;
@@ -57,18 +78,7 @@ pub fn run(ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
     };
     let client = ctx.api()?;
     let access = access::verify(ctx, &client, action, repo, io)?;
-    let mut request = lfs_authenticate::Request {
-        operation: operation.clone(),
-        project: repo.clone(),
-        ..Default::default()
-    };
-    match &ctx.args.identity {
-        Identity::KeyId(k) => request.key_id = k.clone(),
-        _ => {
-            let gl_id = &access.response.gl_id;
-            request.user_id = gl_id.strip_prefix("user-").unwrap_or(gl_id).to_owned();
-        }
-    }
+    let request = token_request(ctx, operation, repo, &access.response.gl_id);
     match lfs_authenticate::authenticate(&client, &request) {
         Ok(r) => io.out_line(&payload_json(&r))?,
         Err(e) => {

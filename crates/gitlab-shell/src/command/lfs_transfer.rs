@@ -13,7 +13,6 @@ use base64::Engine as _;
 
 use crate::api::lfs_authenticate;
 use crate::api::lfs_transfer::Client as LfsClient;
-use crate::args::Identity;
 use crate::command::{Context, access};
 use crate::error::Error;
 use crate::io::Io;
@@ -58,18 +57,8 @@ pub fn run(ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
     let access = access::verify(ctx, &client, action, repo, io)?;
     tracing::info!(action, "processing action");
 
-    let mut request = lfs_authenticate::Request {
-        operation: operation.clone(),
-        project: repo.clone(),
-        ..Default::default()
-    };
-    match &ctx.args.identity {
-        Identity::KeyId(k) => request.key_id = k.clone(),
-        _ => {
-            let gl_id = &access.response.gl_id;
-            request.user_id = gl_id.strip_prefix("user-").unwrap_or(gl_id).to_owned();
-        }
-    }
+    let request =
+        super::lfs_authenticate::token_request(ctx, operation, repo, &access.response.gl_id);
     let auth = Authentication::from_response(&lfs_authenticate::authenticate(&client, &request)?);
     let lfs = LfsClient::new(&auth.href, &auth.authorization)
         .map_err(|e| Error::Message(e.to_string()))?;
