@@ -295,39 +295,60 @@ async fn proxy(
     }
 }
 
-/// Reads side-band packets until a clean EOF between packets.
+/// Bytes asked of the sidechannel per read (it hands over whatever yamux has buffered).
+const DEMUX_READ: usize = 64 * 1024;
+
+/// Reads side-band packets until a clean EOF between packets. Reads are large and every read's
+/// complete stdout packets go out as one chunk, so the writing thread sees few, big writes; a
+/// stderr packet first sends the stdout before it, so the order across both streams is kept.
 async fn demux_stream<R: AsyncRead + Unpin>(reader: &mut R, out: &Output) -> Result<(), Error> {
-    let framing = |e: FramingError| Error::Sidechannel(e.to_string());
     let io_error = |e: std::io::Error| Error::Sidechannel(format!("sidechannel: {e}"));
-    let mut body = vec![0u8; sidechannel::MAX_FRAME_DATA];
+    // One partial packet carried over plus one read.
+    let mut buf = vec![0u8; sidechannel::MAX_PKT_LEN + DEMUX_READ];
+    let mut filled = 0;
     loop {
-        let mut header = [0u8; 4];
-        match read_full(reader, &mut header).await.map_err(io_error)? {
-            0 => return Ok(()),
-            4 => {}
-            _ => return Err(framing(FramingError::Truncated)),
+        let n = reader.read(&mut buf[filled..]).await.map_err(io_error)?;
+        if n == 0 {
+            return if filled == 0 {
+                Ok(())
+            } else {
+                Err(Error::Sidechannel(FramingError::Truncated.to_string()))
+            };
         }
-        let len = sidechannel::parse_packet_header(header).map_err(framing)?;
-        let body = &mut body[..len];
-        if read_full(reader, body).await.map_err(io_error)? != len {
-            return Err(framing(FramingError::Truncated));
+        filled += n;
+        let mut stdout = Vec::with_capacity(filled);
+        let parsed = demux_packets(&buf[..filled], &mut stdout, out).await;
+        if !stdout.is_empty() {
+            out.stdout(stdout).await?;
         }
-        match sidechannel::demux(body).map_err(framing)? {
-            Band::Stdout(data) => out.stdout(data.to_vec()).await?,
-            Band::Stderr(data) => out.stderr(data.to_vec()).await?,
-        }
+        let used = parsed?;
+        buf.copy_within(used..filled, 0);
+        filled -= used;
     }
 }
 
-/// Fills `buf` unless EOF comes first; returns the number of bytes read.
-async fn read_full<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let n = reader.read(&mut buf[filled..]).await?;
-        if n == 0 {
+/// Demultiplexes the complete packets at the start of `wire`: stdout data is appended to
+/// `stdout`, stderr data is sent (after the pending stdout). Returns the bytes consumed.
+async fn demux_packets(wire: &[u8], stdout: &mut Vec<u8>, out: &Output) -> Result<usize, Error> {
+    let framing = |e: FramingError| Error::Sidechannel(e.to_string());
+    let mut pos = 0;
+    while let Some(header) = wire.get(pos..pos + 4) {
+        let mut raw = [0u8; 4];
+        raw.copy_from_slice(header);
+        let len = sidechannel::parse_packet_header(raw).map_err(framing)?;
+        let Some(body) = wire.get(pos + 4..pos + 4 + len) else {
             break;
+        };
+        match sidechannel::demux(body).map_err(framing)? {
+            Band::Stdout(data) => stdout.extend_from_slice(data),
+            Band::Stderr(data) => {
+                if !stdout.is_empty() {
+                    out.stdout(std::mem::take(stdout)).await?;
+                }
+                out.stderr(data.to_vec()).await?;
+            }
         }
-        filled += n;
+        pos += 4 + len;
     }
-    Ok(filled)
+    Ok(pos)
 }

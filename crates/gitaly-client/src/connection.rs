@@ -23,8 +23,14 @@ pub type SidechannelStream = StreamHandle;
 
 /// HTTP/2 keepalive like GitLab Shell's dial options (20 s; Gitaly's minimum is 10 s).
 const KEEPALIVE: Duration = Duration::from_secs(20);
-/// yamux receive window ceiling; Gitaly's server uses 16 MiB too.
-const MAX_STREAM_WINDOW: u32 = 16 * 1024 * 1024;
+/// yamux receive window ceiling: how far Gitaly may send ahead of what we have consumed. It
+/// bounds the memory a slow client can make us buffer per stream (Gitaly's own server side
+/// allows 16 MiB; with that, a big clone buffered ~16 MiB here for no throughput gain). 256 KiB
+/// is the yamux initial window and the smallest the library accepts.
+pub const MAX_STREAM_WINDOW: u32 = 256 * 1024;
+/// Socket read buffer under the yamux session: the session's own framing reads ~8 KiB at a
+/// time; this lets one `read(2)` fetch up to this much.
+const SOCKET_READ_BUF: usize = 64 * 1024;
 /// How long Gitaly gives the client to answer a sidechannel handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -108,12 +114,8 @@ async fn start_session(mut socket: Box<dyn IoDyn>) -> Result<Connection, Error> 
         .map_err(io_unavailable)?;
     socket.flush().await.map_err(io_unavailable)?;
 
-    let config = Config {
-        enable_keepalive: false,
-        max_stream_window_size: MAX_STREAM_WINDOW,
-        ..Config::default()
-    };
-    let mut session = Session::new_client(socket, config);
+    let socket = tokio::io::BufReader::with_capacity(SOCKET_READ_BUF, socket);
+    let mut session = Session::new_client(socket, session_config());
     let mut control = session.control();
     let registry = Registry::default();
     let inbound_registry = registry.clone();
@@ -161,6 +163,17 @@ async fn start_session(mut socket: Box<dyn IoDyn>) -> Result<Connection, Error> 
     Ok(Connection { channel, registry })
 }
 
+/// The yamux settings of the client session: no yamux pings (HTTP/2 keepalive does that job, as
+/// in GitLab Shell) and the bounded [`MAX_STREAM_WINDOW`].
+#[must_use]
+pub fn session_config() -> Config {
+    Config {
+        enable_keepalive: false,
+        max_stream_window_size: MAX_STREAM_WINDOW,
+        ..Config::default()
+    }
+}
+
 /// Handles one stream Gitaly opened: a sidechannel is answered `ok` and handed to its waiter;
 /// anything else is drained until it closes (the reverse gRPC dial only serves Praefect votes).
 async fn serve_inbound(mut stream: StreamHandle, registry: Registry) {
@@ -192,5 +205,19 @@ async fn serve_inbound(mut stream: StreamHandle, registry: Registry) {
             let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
             let _ = stream.shutdown().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receive_window_is_bounded() {
+        let config = session_config();
+        // The window is what Gitaly may push ahead of us: it bounds our memory per clone.
+        assert_eq!(config.max_stream_window_size, 256 * 1024);
+        assert!(config.max_stream_window_size >= tokio_yamux::config::INITIAL_STREAM_WINDOW);
+        assert!(!config.enable_keepalive);
     }
 }

@@ -158,7 +158,11 @@ async fn read_client_frames(stream: &mut StreamHandle) -> io::Result<(Vec<u8>, V
 }
 
 /// Writes `data` as side-band-64k packets on `band`.
-async fn write_band(stream: &mut StreamHandle, band: u8, data: &[u8]) -> io::Result<()> {
+async fn write_band<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    band: u8,
+    data: &[u8],
+) -> io::Result<()> {
     for chunk in data.chunks(65515) {
         let header = format!("{:04x}", chunk.len() + 5);
         stream.write_all(header.as_bytes()).await?;
@@ -279,7 +283,21 @@ impl SshService for Svc {
                 write_band(&mut stream, 2, b"Enumerating objects: 3, done.\n")
                     .await
                     .map_err(io_err)?;
-                write_band(&mut stream, 1, &data).await.map_err(io_err)?;
+                // Keep reading while writing, as Gitaly does: tokio-yamux only takes in the
+                // client's window updates while the stream is being read, and the client's
+                // bounded receive window needs them after 256 KiB.
+                let (mut rd, mut wr) = tokio::io::split(stream);
+                let drain = async {
+                    let mut sink = [0u8; 1024];
+                    while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+                    std::future::pending::<()>().await;
+                };
+                let written = tokio::select! {
+                    written = write_band(&mut wr, 1, &data) => written,
+                    () = drain => unreachable!("the drain never ends"),
+                };
+                stream = rd.unsplit(wr);
+                written.map_err(io_err)?;
                 Ok(())
             }
         };
