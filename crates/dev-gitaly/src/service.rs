@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use futures::Stream;
+use futures::{FutureExt, Stream};
 use gitaly_proto::ssh_service_server::SshService;
 use gitaly_proto::{
     ExitStatus, SshReceivePackRequest, SshReceivePackResponse, SshUploadArchiveRequest,
@@ -30,6 +30,8 @@ use crate::sidechannel;
 /// Size of one stdout/stderr read from git (each read becomes one message or side-band packet
 /// group; Gitaly's limit per message is 128 KiB).
 const READ_BUF: usize = 64 * 1024;
+/// How many bytes of queued side-band packets the sidechannel writer gathers into one write.
+const WRITE_COALESCE: usize = 128 * 1024;
 
 /// What the server stays configured with.
 #[derive(Debug, Clone)]
@@ -536,6 +538,14 @@ async fn run_sidechannel_upload_pack(
         while let Some((band, data)) = rx.recv().await {
             buf.clear();
             pktline::encode_sideband(band, &data, &mut buf);
+            // Whatever else is already queued goes out in the same write (fewer yamux frames
+            // and syscalls); order is the queue's order.
+            while buf.len() < WRITE_COALESCE {
+                let Ok((band, data)) = rx.try_recv() else {
+                    break;
+                };
+                pktline::encode_sideband(band, &data, &mut buf);
+            }
             if wr.write_all(&buf).await.is_err() {
                 // Keep draining so the pumps never block.
                 while rx.recv().await.is_some() {}
@@ -607,8 +617,9 @@ async fn run_sidechannel_upload_pack(
     let mut stdin_done = false;
     let status = loop {
         tokio::select! {
+            // The client's end of stdin first: when it is already known to have cut the
+            // stream short, a git that exited in the meantime must not turn that into success.
             biased;
-            st = child.wait() => break st,
             r = &mut end_rx, if !stdin_done => {
                 stdin_done = true;
                 match r {
@@ -623,6 +634,7 @@ async fn run_sidechannel_upload_pack(
                     }
                 }
             }
+            st = child.wait() => break st,
             () = &mut deadline, if deadline_active => {
                 deadline_active = false;
                 if !*neg_rx.borrow() {
@@ -664,11 +676,19 @@ where
 {
     AbortOnDrop(tokio::spawn(async move {
         let mut kept = Vec::new();
-        let mut buf = vec![0u8; READ_BUF];
+        // One read fills at most one side-band-64k packet.
+        let mut buf = vec![0u8; pktline::MAX_SIDEBAND_DATA];
         loop {
             match r.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => {
+                Ok(mut n) => {
+                    // Top the packet up with what the pipe already holds, without waiting.
+                    while n < buf.len() {
+                        match r.read(&mut buf[n..]).now_or_never() {
+                            Some(Ok(more)) if more > 0 => n += more,
+                            _ => break,
+                        }
+                    }
                     if keep {
                         kept.extend_from_slice(&buf[..n]);
                     }
