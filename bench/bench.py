@@ -665,10 +665,20 @@ def keys_check_runs(binary, root, blob, calls, env_root=False):
         timed = i >= calls + 3
         cmd = (["/usr/bin/time", "-o", str(time_path), "-f", "%M"] if timed else []) + args
         with open(out_path, "w+b") as out:
+            # A blocking wait4 (a timer kills a hung call): subprocess.run(timeout=...) polls
+            # with a doubling sleep (0.5 ms, 1 ms, 2 ms, ...), which rounds every wall time up
+            # to the next poll (1.5, 3.5, 7.5 ms) and hides the differences being measured.
             t0 = time.perf_counter()
-            rc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.DEVNULL, timeout=60).returncode
+            p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=subprocess.DEVNULL)
+            timer = threading.Timer(60, p.kill)
+            timer.start()
+            try:
+                _, status, _ = os.wait4(p.pid, 0)
+            finally:
+                timer.cancel()
             wall = time.perf_counter() - t0
+            p.returncode = rc = os.waitstatus_to_exitcode(status)
             out.seek(0)
             line = out.read().decode(errors="replace")
         if rc != 0 or not (line.startswith("command=") or binary == TRUE):

@@ -11,7 +11,7 @@ use std::io::Write;
 use tokio::sync::mpsc;
 
 /// Output chunks in flight between the runtime and the writing thread.
-const DEPTH: usize = 4;
+const DEPTH: usize = 1;
 
 enum Chunk {
     Stdout(Vec<u8>),

@@ -47,15 +47,26 @@ pub fn bin_dir_override() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
+/// Environment variable that pins the product binaries to `<workspace>/bin` (set by `make test`,
+/// so the suite runs what `make compile` ships, built in the `dist` profile).
+pub const BINARIES_FROM: &str = "GITLAB_SHELL_TEST_BINARIES";
+
 /// Path of a built program: `<workspace>/bin/<name>` (what `make compile` installs) or
-/// `target/release/<name>`, whichever is newer, so a `cargo build` after `make compile` is seen.
+/// `target/release/<name>`, whichever is newer, so a `cargo build` after `make compile` is seen;
+/// always `bin/<name>` when it exists and [`BINARIES_FROM`] is `bin`.
 /// Panics with a hint when neither exists.
 #[track_caller]
 pub fn built_binary(name: &str) -> PathBuf {
-    let candidates = [
-        workspace_root().join("bin").join(name),
-        release_dir().join(name),
-    ];
+    let installed = workspace_root().join("bin").join(name);
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "test support, not the product: which build of the binaries the suite runs"
+    )]
+    let pinned = std::env::var_os(BINARIES_FROM).is_some_and(|v| v == "bin");
+    if pinned && installed.is_file() {
+        return installed;
+    }
+    let candidates = [installed, release_dir().join(name)];
     let newest = candidates
         .iter()
         .filter_map(|p| fs::metadata(p).ok().map(|m| (m.modified().ok(), p.clone())))
