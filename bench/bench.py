@@ -305,7 +305,7 @@ PRODUCT = ("gitlab-shell", "gitlab-shell-authorized-keys-check",
            "gitlab-shell-authorized-principals-check", "gitlab-shell-check")
 TIME_WRAPPER = """#!/bin/sh
 # Measuring copy only: the real gitlab-shell under /usr/bin/time (peak RSS, CPU), one line per run.
-exec /usr/bin/time -a -o {log} -f '%M %U %S %e' {real} "$@"
+exec /usr/bin/time -a -o {log} -f '%M %U %S %e' {env}{real} "$@"
 """
 
 
@@ -329,10 +329,12 @@ class Ours(System):
     pass
 
 
-def make_shell_root(root, config, secret, instrumented=False):
+def make_shell_root(root, config, secret, instrumented=False, real=None):
     """A GitLab Shell root (bin/, config.yml, secret) as an operator installs it; sshd-safe
     (root-owned, not group/world-writable). `instrumented`: bin/gitlab-shell is a wrapper that
-    runs the real binary (libexec/gitlab-shell, same root) under /usr/bin/time."""
+    runs the real binary (libexec/gitlab-shell, same root) under /usr/bin/time; `real`: another
+    gitlab-shell binary to run there instead (the Go anchor), pointed at this root with
+    GITLAB_SHELL_DIR."""
     (root / "bin").mkdir(parents=True)
     for b in PRODUCT:
         sh("install", "-m", "755", PRODUCT_BIN / b, root / "bin" / b)
@@ -342,8 +344,10 @@ def make_shell_root(root, config, secret, instrumented=False):
         measure = root / "measure.log"
         measure.touch()
         chown(measure, USER)
+        env = f"env GITLAB_SHELL_DIR={root} " if real else ""
         (root / "bin" / "gitlab-shell").write_text(
-            TIME_WRAPPER.format(log=measure, real=root / "libexec" / "gitlab-shell"))
+            TIME_WRAPPER.format(log=measure, env=env,
+                                real=real or root / "libexec" / "gitlab-shell"))
         (root / "bin" / "gitlab-shell").chmod(0o755)
     (root / "config.yml").write_text(config.format(root=root))
     (root / ".gitlab_shell_secret").write_text(secret)
@@ -403,6 +407,14 @@ def setup_ours(cache, pub):
     s.root, s.instr, s.gitaly_pid, s.api_pid = root, instr, gitaly.pid, api.pid
     s.blob = pub.split()[1]
     s.measured_port = start_sshd("ours-measured", USER, shell_root=instr)
+    # The Go GitLab Shell 14.35 as the forced command (our keys-check prints its lines), same
+    # API, Gitaly and repositories: the outside anchor for the process costs during a clone.
+    s.go_instr = s.go_port = None
+    go = go_binary("gitlab-shell")
+    if go is not None:
+        s.go_instr = d / "root-go-measured"
+        make_shell_root(s.go_instr, config, secret, instrumented=True, real=go)
+        s.go_port = start_sshd("go-measured", USER, shell_root=s.go_instr)
     return s
 
 
@@ -690,14 +702,15 @@ def keys_check_runs(binary, root, blob, calls, env_root=False):
     return Stats(walls), Stats(rss)
 
 
-def go_keys_check():
-    """The Go GitLab Shell keys check (outside anchor), fetched by the shared tool; or None."""
+def go_binary(name):
+    """A binary of the Go GitLab Shell 14.35 (outside anchor), fetched by the shared tool; or
+    None (BENCH_GO=0, no tool, no network)."""
     tool = Path("/work/shared/tools/get-go-gitlab-shell.sh")
     if os.environ.get("BENCH_GO", "1") == "0" or not tool.exists():
         return None
     r = sh(tool, check=False, timeout=300)
     binary = Path(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "/nonexistent")
-    binary = binary / "gitlab-shell-authorized-keys-check"
+    binary = binary / name
     return binary if r.returncode == 0 and binary.exists() else None
 
 
@@ -708,7 +721,7 @@ def bench_keys_check(ours):
     wall, rss = keys_check_runs(ours.root / "bin" / "gitlab-shell-authorized-keys-check",
                                 ours.root, ours.blob, n)
     rows.append(("ours (Rust)", wall, rss))
-    go = go_keys_check()
+    go = go_binary("gitlab-shell-authorized-keys-check")
     if go is not None:
         # same config.yml and secret as ours; GITLAB_SHELL_DIR points the Go binary at it
         go_root = RUN / "go-root"
@@ -761,7 +774,11 @@ def bench_process_costs(ours):
            "| repository | gitlab-shell peak RSS, MB | gitlab-shell CPU (user+sys), s | "
            "clone wall, s | dev-gitaly peak RSS, MB | dev-gitaly CPU, s | git under "
            "dev-gitaly CPU, s |", "|---|---|---|---|---|---|---|"]
+    go_rows = []
     for repo in REPOS:
+        if ours.go_port is not None:
+            go_rows.append((repo, *shell_costs(System("go", USER, ours.go_port), repo, dest,
+                                               ours.go_instr / "measure.log")))
         rss, cpu, walls, g_rss, g_cpu, g_child = ([] for _ in range(6))
         clone_once(measured, repo, 2, dest)  # warm-up
         for _ in range(P["reps_clone"]):
@@ -773,19 +790,49 @@ def bench_process_costs(ours):
             g_rss.append(proc_hwm(ours.gitaly_pid))
             g_cpu.append(own1 - own0)
             g_child.append(child1 - child0)
-            lines = [ln.split() for ln in log_path.read_text().splitlines() if ln.strip()]
-            if len(lines) != 1:
-                raise RuntimeError(f"expected one /usr/bin/time line, got {lines}")
-            m_kb, user, system, _ = lines[0][-4:]
-            rss.append(int(m_kb))
-            cpu.append(float(user) + float(system))
+            m_kb, cpu_s = time_line(log_path)
+            rss.append(m_kb)
+            cpu.append(cpu_s)
             walls.append(wall)
         key = f"gitlab-shell rss {repo}"
         RESULTS[key] = {"ours": Stats(rss)}
         out.append(f"| {repo} | {Stats(rss).fmt(1 / 1024, 2)} | {Stats(cpu).fmt(1, 2)} | "
                    f"{Stats(walls).fmt(1, 2)} | {Stats(g_rss).fmt(1 / 1024, 1)} | "
                    f"{Stats(g_cpu).fmt(1, 2)} | {Stats(g_child).fmt(1, 2)} |")
+    if go_rows:
+        out += ["", "The same clones with the Go GitLab Shell 14.35 `gitlab-shell` as the forced "
+                "command (same sshd, keys-check, stub API and dev Gitaly; outside anchor):", "",
+                "| repository | Go gitlab-shell peak RSS, MB | Go gitlab-shell CPU, s | "
+                "clone wall, s | ours/Go peak RSS |", "|---|---|---|---|---|"]
+        for repo, rss, cpu, walls in go_rows:
+            RESULTS[f"go gitlab-shell rss {repo}"] = {"go": Stats(rss)}
+            mine = RESULTS[f"gitlab-shell rss {repo}"]["ours"].med
+            out.append(f"| {repo} | {Stats(rss).fmt(1 / 1024, 2)} | {Stats(cpu).fmt(1, 2)} | "
+                       f"{Stats(walls).fmt(1, 2)} | {mine / Stats(rss).med:.2f}× |")
     EXTRA.setdefault("sections", []).append(out)
+
+
+def shell_costs(system, repo, dest, log_path):
+    """(peak RSS KiB, CPU s, clone wall s) lists of the forced command over repeated clones."""
+    rss, cpu, walls = [], [], []
+    clone_once(system, repo, 2, dest)  # warm-up
+    for _ in range(P["reps_clone"]):
+        log_path.write_text("")
+        wall, _ = clone_once(system, repo, 2, dest)
+        m_kb, cpu_s = time_line(log_path)
+        rss.append(m_kb)
+        cpu.append(cpu_s)
+        walls.append(wall)
+    return rss, cpu, walls
+
+
+def time_line(log_path):
+    """(peak RSS KiB, user+sys CPU s) from the one line TIME_WRAPPER wrote for one run."""
+    lines = [ln.split() for ln in log_path.read_text().splitlines() if ln.strip()]
+    if len(lines) != 1:
+        raise RuntimeError(f"expected one /usr/bin/time line, got {lines}")
+    m_kb, user, system, _ = lines[0][-4:]
+    return int(m_kb), float(user) + float(system)
 
 
 # --------------------------------------------------------------------------------------------
