@@ -296,7 +296,7 @@ async fn proxy(
 }
 
 /// Bytes asked of the sidechannel per read (it hands over whatever yamux has buffered).
-const DEMUX_READ: usize = 64 * 1024;
+const DEMUX_READ: usize = 32 * 1024;
 
 /// Reads side-band packets until a clean EOF between packets. Reads are large and every read's
 /// complete stdout packets go out as one chunk, so the writing thread sees few, big writes; a

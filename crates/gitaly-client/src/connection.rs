@@ -30,7 +30,7 @@ const KEEPALIVE: Duration = Duration::from_secs(20);
 pub const MAX_STREAM_WINDOW: u32 = 256 * 1024;
 /// Socket read buffer under the yamux session: the session's own framing reads ~8 KiB at a
 /// time; this lets one `read(2)` fetch up to this much.
-const SOCKET_READ_BUF: usize = 64 * 1024;
+const SOCKET_READ_BUF: usize = 32 * 1024;
 /// How long Gitaly gives the client to answer a sidechannel handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
