@@ -359,6 +359,28 @@ impl DevSshService {
     }
 }
 
+/// The first message of a streaming RPC (the one carrying the repository and options).
+async fn first_request<I>(inbound: &mut Streaming<I>) -> Result<I, Status> {
+    inbound
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument("empty request"))
+}
+
+/// Starts git and answers a streaming RPC with its output, while [`drive_stream`] feeds it the
+/// rest of `inbound`.
+fn stream_git<I: InMsg, O: OutMsg>(
+    spec: &GitSpec<'_>,
+    inbound: Streaming<I>,
+    kind: Kind,
+    timeout: Option<Duration>,
+) -> Result<Response<BoxStream<O>>, Status> {
+    let child = git::spawn(spec).map_err(|e| internal(format!("start cmd: {e}")))?;
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(drive_stream(child, inbound, tx, kind, timeout));
+    Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+}
+
 /// Upload-pack's config as Gitaly sets it for every SSH fetch, before the request's options.
 const UPLOAD_PACK_CONFIG: &[&str] = &[
     "uploadpack.allowFilter=true",
@@ -409,10 +431,7 @@ impl SshService for DevSshService {
         request: Request<Streaming<SshUploadPackRequest>>,
     ) -> Result<Response<Self::SSHUploadPackStream>, Status> {
         let mut inbound = request.into_inner();
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("empty request"))?;
+        let first = first_request(&mut inbound).await?;
         let repo = self.settings.storage.locate(first.repository.as_ref())?;
         if !first.stdin.is_empty() {
             return Err(Status::invalid_argument("non-empty stdin in first request"));
@@ -420,23 +439,15 @@ impl SshService for DevSshService {
         git::check_config_options(&first.git_config_options)?;
         let mut config: Vec<String> = UPLOAD_PACK_CONFIG.iter().map(|s| (*s).to_owned()).collect();
         config.extend(first.git_config_options.iter().cloned());
-        let child = git::spawn(&GitSpec {
+        let spec = GitSpec {
             subcommand: "upload-pack",
             repo: &repo,
             config,
             git_protocol: &first.git_protocol,
             env: Vec::new(),
-        })
-        .map_err(|e| internal(format!("start cmd: {e}")))?;
-        let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(drive_stream(
-            child,
-            inbound,
-            tx,
-            Kind::UploadPack,
-            Some(self.settings.upload_pack_negotiation_timeout),
-        ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        };
+        let timeout = Some(self.settings.upload_pack_negotiation_timeout);
+        stream_git(&spec, inbound, Kind::UploadPack, timeout)
     }
 
     type SSHReceivePackStream = BoxStream<SshReceivePackResponse>;
@@ -446,10 +457,7 @@ impl SshService for DevSshService {
         request: Request<Streaming<SshReceivePackRequest>>,
     ) -> Result<Response<Self::SSHReceivePackStream>, Status> {
         let mut inbound = request.into_inner();
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("empty request"))?;
+        let first = first_request(&mut inbound).await?;
         if first.gl_id.is_empty() {
             return Err(Status::invalid_argument("empty GlId"));
         }
@@ -465,17 +473,14 @@ impl SshService for DevSshService {
         config.extend(git::RECEIVE_PACK_CONFIG.iter().map(|s| (*s).to_owned()));
         config.extend(first.git_config_options.iter().cloned());
         let env = self.receive_pack_env(&first, &repo);
-        let child = git::spawn(&GitSpec {
+        let spec = GitSpec {
             subcommand: "receive-pack",
             repo: &repo,
             config,
             git_protocol: &first.git_protocol,
             env,
-        })
-        .map_err(|e| internal(format!("start cmd: {e}")))?;
-        let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(drive_stream(child, inbound, tx, Kind::ReceivePack, None));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        };
+        stream_git(&spec, inbound, Kind::ReceivePack, None)
     }
 
     type SSHUploadArchiveStream = BoxStream<SshUploadArchiveResponse>;
@@ -485,31 +490,20 @@ impl SshService for DevSshService {
         request: Request<Streaming<SshUploadArchiveRequest>>,
     ) -> Result<Response<Self::SSHUploadArchiveStream>, Status> {
         let mut inbound = request.into_inner();
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("empty request"))?;
+        let first = first_request(&mut inbound).await?;
         let repo = self.settings.storage.locate(first.repository.as_ref())?;
         if !first.stdin.is_empty() {
             return Err(Status::invalid_argument("non-empty stdin in first request"));
         }
-        let child = git::spawn(&GitSpec {
+        let spec = GitSpec {
             subcommand: "upload-archive",
             repo: &repo,
             config: Vec::new(),
             git_protocol: "",
             env: Vec::new(),
-        })
-        .map_err(|e| internal(format!("start cmd: {e}")))?;
-        let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(drive_stream(
-            child,
-            inbound,
-            tx,
-            Kind::UploadArchive,
-            Some(self.settings.upload_archive_negotiation_timeout),
-        ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        };
+        let timeout = Some(self.settings.upload_archive_negotiation_timeout);
+        stream_git(&spec, inbound, Kind::UploadArchive, timeout)
     }
 }
 
