@@ -56,6 +56,11 @@ impl Error {
 
 /// Shows `err` the way GitLab Shell does and returns exit code 1.
 pub fn report(err: &Error, io: &mut Io) -> ExitCode {
+    ExitCode::from(report_status(err, io))
+}
+
+/// [`report`] as a plain exit status (for an SSH server's `exit-status`): always 1.
+pub fn report_status(err: &Error, io: &mut Io) -> u8 {
     if err.is_silent() {
         // Nothing to show.
     } else if err.is_unframed() {
@@ -63,5 +68,5 @@ pub fn report(err: &Error, io: &mut Io) -> ExitCode {
     } else {
         let _ = console::display_warning(&mut io.stderr, &err.to_string());
     }
-    ExitCode::FAILURE
+    1
 }

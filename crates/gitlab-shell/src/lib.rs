@@ -41,13 +41,25 @@ pub fn run_shell(
     correlation_id: &str,
     io: &mut Io,
 ) -> ExitCode {
+    ExitCode::from(run_shell_status(args, env, config, correlation_id, io))
+}
+
+/// [`run_shell`] returning the plain exit status (0 or 1), for callers that are not a process
+/// of their own, such as an SSH server sending `exit-status` for a session running in-process.
+pub fn run_shell_status(
+    args: &[OsString],
+    env: SshEnv,
+    config: &Config,
+    correlation_id: &str,
+    io: &mut Io,
+) -> u8 {
     let parsed = match args::shell::parse(args, env) {
         Ok(p) => p,
-        Err(e) => return error::report(&e, io),
+        Err(e) => return error::report_status(&e, io),
     };
     let cmd = match command::build(&parsed, config) {
         Ok(c) => c,
-        Err(e) => return error::report(&e, io),
+        Err(e) => return error::report_status(&e, io),
     };
     let env = &parsed.env;
     // Logged as the object logrus makes of GitLab Shell's `sshenv.Env` struct.
@@ -82,11 +94,11 @@ pub fn run_shell(
                 command = cmd.name(),
                 "gitlab-shell: main: command executed successfully"
             );
-            ExitCode::SUCCESS
+            0
         }
         Err(e) => {
             tracing::warn!(command = cmd.name(), error = %e, "gitlab-shell: main: command execution failed");
-            error::report(&e, io)
+            error::report_status(&e, io)
         }
     }
 }
