@@ -5,7 +5,7 @@
 //! Each function takes raw fuzzer bytes, drives one public entry point of the product and
 //! asserts invariants that must hold for *any* input (a violated invariant panics, which
 //! libFuzzer reports as a crash):
-//! - [`ssh_command`]: `SSH_ORIGINAL_COMMAND` parsing (`args::shell::parse`) and allow-listing
+//! - [`ssh_command`]: `SSH_ORIGINAL_COMMAND` parsing (`args::shell::split_command`) and allow-listing
 //!   (`command::build`);
 //! - [`argv`]: argv identity (`key-N` / `username-X`) and the two check binaries' argv;
 //! - [`pktline`]: pkt-line decoding, the buffered reader and the raw scanner;
@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use gitlab_shell::api;
-use gitlab_shell::args::shell::{self, CommandType, Identity};
+use gitlab_shell::args::shell::{self, Identity};
 use gitlab_shell::args::{authorized_keys, authorized_principals};
 use gitlab_shell::command::{self, Command};
 use gitlab_shell::config::Config;
@@ -59,15 +59,14 @@ pub fn ssh_command(data: &[u8]) {
         OsString::from_vec(data.to_vec()),
         "",
     );
-    let args = match shell::parse(&argv, env) {
-        Ok(args) => args,
-        Err(Error::InvalidSshCommand(_)) => return,
+    let words = match shell::split_command(&env) {
+        Ok(words) => words,
+        Err(shell::Error::InvalidSshCommand(_)) => return,
         Err(e) => panic!("unexpected parse error {e:?} for {data:?}"),
     };
-    assert_eq!(args.identity, Identity::KeyId("1".into()));
-    assert_eq!(args.words.is_empty(), args.command == CommandType::Discover);
+    assert_eq!(shell::parse_identity(&argv), Identity::KeyId("1".into()));
     for config in configs() {
-        match command::build(&args, config) {
+        match command::build(&words, config) {
             Ok(cmd) => {
                 let want = match cmd {
                     Command::Discover => None,
@@ -81,13 +80,13 @@ pub fn ssh_command(data: &[u8]) {
                     Command::PersonalAccessToken(_) => Some("personal_access_token"),
                 };
                 assert_eq!(
-                    args.words.first().map(String::as_str),
+                    words.first().map(String::as_str),
                     want,
                     "allow-list mismatch for {data:?}"
                 );
             }
             Err(Error::UnknownCommand) => {
-                assert!(!args.words.is_empty(), "empty command refused: {data:?}");
+                assert!(!words.is_empty(), "empty command refused: {data:?}");
             }
             Err(e) => panic!("unexpected build error {e:?} for {data:?}"),
         }

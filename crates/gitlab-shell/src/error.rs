@@ -10,12 +10,9 @@ use crate::{api, console, messages};
 /// Everything `gitlab-shell` can fail with; `Display` is the customer-facing text.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// No `SSH_CONNECTION` (unframed).
-    #[error("{}", messages::ONLY_SSH_ALLOWED)]
-    OnlySshAllowed,
-    /// go-shellwords refused the command (unframed).
-    #[error("{prefix}: {0}", prefix = messages::INVALID_SSH_COMMAND)]
-    InvalidSshCommand(String),
+    /// The SSH command line was refused before a command was chosen (unframed).
+    #[error(transparent)]
+    Args(#[from] crate::args::shell::Error),
     /// Unknown or disabled command (unframed).
     #[error("{}", messages::DISALLOWED_COMMAND)]
     UnknownCommand,
@@ -42,10 +39,7 @@ pub enum Error {
 impl Error {
     /// Printed as a plain stderr line rather than framed.
     pub fn is_unframed(&self) -> bool {
-        matches!(
-            self,
-            Error::OnlySshAllowed | Error::InvalidSshCommand(_) | Error::UnknownCommand
-        )
+        matches!(self, Error::Args(_) | Error::UnknownCommand)
     }
 
     /// Nothing is printed (git's own stderr was already relayed by Gitaly).

@@ -118,7 +118,8 @@ pub struct Started<'a> {
 /// config, correlation id, logging — then `run`. Every binary's `main` is this one call, so the
 /// order and each binary's failure wording live here only. The log guard lives until `run`
 /// returns, and `main` returns the exit code (never `process::exit`), so logs are flushed.
-pub fn main(binary: Binary, run: impl FnOnce(Started<'_>) -> ExitCode) -> ExitCode {
+/// `run` returns the exit status.
+pub fn main(binary: Binary, run: impl FnOnce(Started<'_>) -> u8) -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let mut io = Io::from_stdio();
     if let Some(code) = handle_flags(binary, &argv, &mut io) {
@@ -134,12 +135,12 @@ pub fn main(binary: Binary, run: impl FnOnce(Started<'_>) -> ExitCode) -> ExitCo
     };
     let correlation_id = correlation::correlation_id(sshenv::correlation_id_from_env());
     let _log = logging::configure(&config, &correlation_id);
-    run(Started {
+    ExitCode::from(run(Started {
         args: argv.get(1..).unwrap_or_default(),
         config: &config,
         correlation_id: &correlation_id,
         io: &mut io,
-    })
+    }))
 }
 
 #[cfg(test)]

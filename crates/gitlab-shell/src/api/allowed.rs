@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Client, Error};
-use crate::args::Identity;
+use crate::identity::Identity;
 
 /// The request body, fields in GitLab Shell's order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

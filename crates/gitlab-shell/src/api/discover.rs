@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::{Client, Error, UserRef, query_escape};
-use crate::args::Identity;
+use crate::identity::Identity;
 use crate::messages;
 
 /// The user, or anonymous (`id < 1`).

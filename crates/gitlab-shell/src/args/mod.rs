@@ -6,7 +6,7 @@ pub mod authorized_principals;
 pub mod shell;
 pub mod shellwords;
 
-pub use shell::{CommandType, Identity, ShellArgs};
+pub use shell::Identity;
 
 /// Turns raw OS bytes into text the way Go sees them: a Go string keeps invalid UTF-8, and
 /// ranging over it (shellwords) or JSON-encoding it yields one U+FFFD for every invalid byte.

@@ -4,73 +4,20 @@
 use std::ffi::OsString;
 
 use super::shellwords;
-use crate::error::Error;
+pub use crate::identity::Identity;
+use crate::messages;
 use crate::sshenv::SshEnv;
 
-/// Who sshd says the user is.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Identity {
-    /// `key-N`: the digits.
-    KeyId(String),
-    /// `username-X`.
-    Username(String),
-    /// Neither (fails later, per command).
-    #[default]
-    None,
-}
-
-/// The SSH command (word 0 after the `git upload-pack` join).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CommandType {
-    /// Empty command: welcome.
-    Discover,
-    /// `git-upload-pack`.
-    UploadPack,
-    /// `git-receive-pack`.
-    ReceivePack,
-    /// `git-upload-archive`.
-    UploadArchive,
-    /// `git-lfs-authenticate`.
-    LfsAuthenticate,
-    /// `git-lfs-transfer`.
-    LfsTransfer,
-    /// `2fa_recovery_codes`.
-    TwoFactorRecover,
-    /// `2fa_verify`.
-    TwoFactorVerify,
-    /// `personal_access_token`.
-    PersonalAccessToken,
-    /// Anything else.
-    Unknown(String),
-}
-
-impl CommandType {
-    fn from_word(w: &str) -> CommandType {
-        match w {
-            "git-upload-pack" => CommandType::UploadPack,
-            "git-receive-pack" => CommandType::ReceivePack,
-            "git-upload-archive" => CommandType::UploadArchive,
-            "git-lfs-authenticate" => CommandType::LfsAuthenticate,
-            "git-lfs-transfer" => CommandType::LfsTransfer,
-            "2fa_recovery_codes" => CommandType::TwoFactorRecover,
-            "2fa_verify" => CommandType::TwoFactorVerify,
-            "personal_access_token" => CommandType::PersonalAccessToken,
-            other => CommandType::Unknown(other.to_owned()),
-        }
-    }
-}
-
-/// Parsed `gitlab-shell` invocation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShellArgs {
-    /// From argv.
-    pub identity: Identity,
-    /// The split SSH command (`git upload-pack` already joined).
-    pub words: Vec<String>,
-    /// Word 0, classified.
-    pub command: CommandType,
-    /// The session environment.
-    pub env: SshEnv,
+/// Why the session's command line was refused before any command was chosen. Both are printed
+/// as a plain stderr line (not framed), exit 1.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// No `SSH_CONNECTION`: not run by sshd.
+    #[error("{}", messages::ONLY_SSH_ALLOWED)]
+    OnlySshAllowed,
+    /// go-shellwords refused the command line.
+    #[error("{prefix}: {0}", prefix = messages::INVALID_SSH_COMMAND)]
+    InvalidSshCommand(String),
 }
 
 /// `\Akey-(\d+)\z` (ASCII digits, as RE2's `\d`).
@@ -105,8 +52,10 @@ pub fn parse_identity(args: &[OsString]) -> Identity {
     Identity::None
 }
 
-/// Parses `argv[1..]` and the environment. Errors here are printed unframed.
-pub fn parse(args: &[OsString], env: SshEnv) -> Result<ShellArgs, Error> {
+/// Splits the session's SSH command into words, as GitLab Shell does: only for an SSH session,
+/// go-shellwords rules, and Git for Windows' `git upload-pack` joined to `git-upload-pack`.
+/// An empty list is the welcome command.
+pub fn split_command(env: &SshEnv) -> Result<Vec<String>, Error> {
     if !env.is_ssh_connection {
         return Err(Error::OnlySshAllowed);
     }
@@ -119,16 +68,7 @@ pub fn parse(args: &[OsString], env: SshEnv) -> Result<ShellArgs, Error> {
         let sub = words.remove(1);
         words[0] = format!("git-{sub}");
     }
-    let command = match words.first() {
-        None => CommandType::Discover,
-        Some(w) => CommandType::from_word(w),
-    };
-    Ok(ShellArgs {
-        identity: parse_identity(args),
-        words,
-        command,
-        env,
-    })
+    Ok(words)
 }
 
 #[cfg(test)]
@@ -176,47 +116,29 @@ mod tests {
     #[test]
     fn only_ssh_allowed_comes_first() {
         let e = SshEnv::from_values("", OsString::from("'bad"), "");
-        assert!(matches!(
-            parse(&os(&["key-1"]), e),
-            Err(Error::OnlySshAllowed)
-        ));
+        assert_eq!(split_command(&e), Err(Error::OnlySshAllowed));
     }
 
     #[test]
-    fn commands() {
-        let p = parse(&os(&["key-1"]), env("")).unwrap();
-        assert_eq!(p.command, CommandType::Discover);
-        assert!(p.words.is_empty());
-        let p = parse(&os(&["key-1"]), env("git upload-pack 'g/r'")).unwrap();
-        assert_eq!(p.words, ["git-upload-pack", "g/r"]);
-        assert_eq!(p.command, CommandType::UploadPack);
-        let p = parse(&os(&["key-1"]), env("git")).unwrap();
-        assert_eq!(p.command, CommandType::Unknown("git".into()));
-        let p = parse(&os(&["key-1"]), env("git-receive-pack g/r; rm -rf /")).unwrap();
-        assert_eq!(p.words, ["git-receive-pack", "g/r"]);
-        let p = parse(&os(&["key-1"]), env("; rm -rf /")).unwrap();
-        assert_eq!(p.command, CommandType::Discover);
-        let p = parse(&os(&["key-1"]), env("`rm -rf /`")).unwrap();
-        assert_eq!(p.command, CommandType::Unknown("`rm -rf /`".into()));
-        let p = parse(&os(&["key-1"]), env("$(id)")).unwrap();
-        assert_eq!(p.command, CommandType::Unknown("$(id)".into()));
-        let p = parse(&os(&["key-1"]), env(&"x".repeat(1 << 20))).unwrap();
-        assert!(matches!(p.command, CommandType::Unknown(_)));
-        for (w, c) in [
-            ("git-upload-archive", CommandType::UploadArchive),
-            ("git-lfs-authenticate", CommandType::LfsAuthenticate),
-            ("git-lfs-transfer", CommandType::LfsTransfer),
-            ("2fa_recovery_codes", CommandType::TwoFactorRecover),
-            ("2fa_verify", CommandType::TwoFactorVerify),
-            ("personal_access_token", CommandType::PersonalAccessToken),
-        ] {
-            assert_eq!(parse(&os(&[]), env(w)).unwrap().command, c);
-        }
+    fn words() {
+        let split = |cmd: &str| split_command(&env(cmd)).unwrap();
+        let empty: [&str; 0] = [];
+        assert_eq!(split(""), empty);
+        assert_eq!(split("git upload-pack 'g/r'"), ["git-upload-pack", "g/r"]);
+        assert_eq!(split("git"), ["git"]);
+        assert_eq!(
+            split("git-receive-pack g/r; rm -rf /"),
+            ["git-receive-pack", "g/r"]
+        );
+        assert_eq!(split("; rm -rf /"), empty);
+        assert_eq!(split("`rm -rf /`"), ["`rm -rf /`"]);
+        assert_eq!(split("$(id)"), ["$(id)"]);
+        assert_eq!(split(&"x".repeat(1 << 20)).len(), 1);
     }
 
     #[test]
     fn invalid_command_line() {
-        let e = parse(&os(&["key-1"]), env("git-upload-pack 'x")).unwrap_err();
+        let e = split_command(&env("git-upload-pack 'x")).unwrap_err();
         assert_eq!(
             e.to_string(),
             "Invalid SSH command: invalid command line string"
@@ -230,8 +152,8 @@ mod tests {
             OsString::from_vec(b"git-upload-pack \xff\xfe".to_vec()),
             "",
         );
-        let p = parse(&os(&["key-1"]), e).unwrap();
-        assert_eq!(p.words[1], "\u{fffd}\u{fffd}");
+        let words = split_command(&e).unwrap();
+        assert_eq!(words[1], "\u{fffd}\u{fffd}");
         let argv = vec![OsString::from_vec(b"key-\xff".to_vec())];
         assert_eq!(parse_identity(&argv), Identity::None);
     }

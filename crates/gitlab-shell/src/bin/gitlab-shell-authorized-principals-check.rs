@@ -1,13 +1,13 @@
-//! `gitlab-shell-authorized-principals-check <key-id> <principal>…`: sshd's
-//! `AuthorizedPrincipalsCommand` for SSH certificates. Start-up, then
-//! [`gitlab_shell::run_authorized_principals_check`].
+//! `gitlab-shell-authorized-principals-check`: sshd's `AuthorizedPrincipalsCommand` for SSH
+//! certificates. Start-up, then [`gitlab_shell::command::authorized_principals::run`].
 
 use std::process::ExitCode;
 
+use gitlab_shell::command::authorized_principals;
 use gitlab_shell::startup::{self, Binary};
 
 fn main() -> ExitCode {
     startup::main(Binary::AuthorizedPrincipalsCheck, |s| {
-        gitlab_shell::run_authorized_principals_check(s.args, s.config, s.io)
+        authorized_principals::run(s.args, s.config, s.io)
     })
 }

@@ -16,8 +16,8 @@ pub fn verify(
     repo: &str,
     io: &mut Io,
 ) -> Result<allowed::Access, Error> {
-    let identity = &ctx.args.identity;
-    let request = allowed::Request::new(action, repo, identity, &ctx.args.env.remote_addr);
+    let identity = &ctx.identity;
+    let request = allowed::Request::new(action, repo, identity, &ctx.env.remote_addr);
     let access = allowed::verify(client, &request, identity)?;
     console::display_info(&mut io.stderr, &access.response.gl_console_messages)?;
     if !access.response.status {

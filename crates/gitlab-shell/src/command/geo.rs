@@ -100,7 +100,7 @@ pub fn run_direct(
     let response = if ssh {
         let stdin = io.take_stdin();
         client
-            .ssh_pack(service, stdin, &ctx.args.env.git_protocol)
+            .ssh_pack(service, stdin, &ctx.env.git_protocol)
             .map_err(failed)?
     } else {
         let mut refs = client.info_refs(service).map_err(failed)?;

@@ -1,36 +1,89 @@
-//! What the three git commands share (GitLab Shell `internal/handler/exec.go` and
-//! `internal/command/*/gitalycall.go`): arity, `/allowed`, the Geo seam, the Gitaly target and
-//! per-call metadata (behaviour §5.4), the "executing git command" log line, and the audit event.
+//! The one flow of the three git commands (GitLab Shell `internal/handler/exec.go` and
+//! `internal/command/*/gitalycall.go`, behaviour §7.2), in order: arity → `/allowed` (console
+//! messages, refusal, the Geo 300 hand-off) → the "executing git command" log line → the
+//! Gitaly request → the Gitaly call with the session's stdio → the audit event. Each command
+//! module ([`super::upload_pack`], [`super::receive_pack`], [`super::upload_archive`]) only says
+//! what differs, by implementing [`GitService`].
 
-use gitaly_client::{CallMeta, Target, proto};
+use gitaly_client::{CallMeta, Stdio, Target, proto};
 
 use crate::api::{self, allowed::Access, git_audit_event};
 use crate::command::{Context, access, custom_action};
 use crate::error::Error;
 use crate::io::Io;
 
+/// What differs between the three git commands.
+pub trait GitService {
+    /// The git action, as `/allowed` and the logs name it (`git-upload-pack`, …).
+    const ACTION: &'static str;
+    /// Whether the audit event is sent (when `/allowed` asks for it).
+    const AUDITED: bool;
+    /// Builds the Gitaly request and makes the call; returns the packfile statistics the
+    /// audit event carries, if the RPC reports them.
+    fn call(
+        call: &GitalyCall<'_>,
+        stdio: Stdio<'_>,
+    ) -> Result<Option<git_audit_event::PackfileStats>, gitaly_client::Error>;
+}
+
+/// Everything a Gitaly call needs from the verified access.
+pub struct GitalyCall<'a> {
+    /// Gitaly address and token.
+    pub target: Target,
+    /// Per-call metadata (behaviour §5.4).
+    pub meta: CallMeta,
+    /// The repository message.
+    pub repository: proto::Repository,
+    /// The `/allowed` answer (`gl_id`, `gl_repository`, `git_config_options`, …).
+    pub access: &'a Access,
+    /// `GIT_PROTOCOL` of the session.
+    pub git_protocol: &'a str,
+}
+
+/// Runs git command `S` for the session: the whole flow of the module doc.
+pub fn run<S: GitService>(ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
+    let Some(prepared) = prepare(ctx, S::ACTION, io)? else {
+        return Ok(());
+    };
+    let access = &prepared.access;
+    let call = GitalyCall {
+        target: target(access),
+        meta: call_meta(ctx, access),
+        repository: repository(access),
+        access,
+        git_protocol: &ctx.env.git_protocol,
+    };
+    let stdio = Stdio {
+        stdin: io.take_stdin(),
+        stdout: &mut *io.stdout,
+        stderr: &mut *io.stderr,
+    };
+    let stats = S::call(&call, stdio).inspect_err(log_failure)?;
+    if S::AUDITED {
+        audit(ctx, &prepared, S::ACTION, stats);
+    }
+    Ok(())
+}
+
 /// Client name for `x-gitlab-client-name` (the Gitaly client appends `-<service>`).
 pub const CLIENT_NAME: &str = "gitlab-shell";
 
 /// The verified access, or `None` when a Geo custom action already handled the command.
-pub struct Prepared {
+struct Prepared {
     /// The internal API client (reused for the audit event).
     pub client: api::Client,
     /// `/allowed` answer.
     pub access: Access,
-    /// Repository argument as typed.
-    pub repo: String,
 }
 
 /// Arity check, `/allowed`, console messages, and the 300 hand-off.
-pub fn prepare(ctx: &Context<'_>, action: &str, io: &mut Io) -> Result<Option<Prepared>, Error> {
-    let words = &ctx.args.words;
+fn prepare(ctx: &Context<'_>, action: &str, io: &mut Io) -> Result<Option<Prepared>, Error> {
+    let words = &ctx.words;
     if words.len() != 2 {
         return Err(Error::DisallowedCommand);
     }
-    let repo = words[1].clone();
     let client = ctx.api()?;
-    let access = access::verify(ctx, &client, action, &repo, io)?;
+    let access = access::verify(ctx, &client, action, &words[1], io)?;
     if access.is_custom_action() {
         custom_action::run(ctx, &client, &access, action, io)?;
         return Ok(None);
@@ -42,21 +95,17 @@ pub fn prepare(ctx: &Context<'_>, action: &str, io: &mut Io) -> Result<Option<Pr
         gl_repository = %r.gl_repository,
         user_id = %r.gl_id,
         username = %r.gl_username,
-        git_protocol = %ctx.args.env.git_protocol,
-        remote_ip = %ctx.args.env.remote_addr,
+        git_protocol = %ctx.env.git_protocol,
+        remote_ip = %ctx.env.remote_addr,
         gl_key_type = %r.gl_key_type,
         gl_key_id = r.gl_key_id,
         "executing git command"
     );
-    Ok(Some(Prepared {
-        client,
-        access,
-        repo,
-    }))
+    Ok(Some(Prepared { client, access }))
 }
 
 /// Gitaly address and token from `/allowed`.
-pub fn target(access: &Access) -> Target {
+fn target(access: &Access) -> Target {
     Target {
         address: access.response.gitaly.address.clone(),
         token: access.response.gitaly.token.clone(),
@@ -64,7 +113,7 @@ pub fn target(access: &Access) -> Target {
 }
 
 /// Per-call metadata (behaviour §5.4).
-pub fn call_meta(ctx: &Context<'_>, access: &Access) -> CallMeta {
+fn call_meta(ctx: &Context<'_>, access: &Access) -> CallMeta {
     let r = &access.response;
     CallMeta {
         features: r
@@ -77,14 +126,14 @@ pub fn call_meta(ctx: &Context<'_>, access: &Access) -> CallMeta {
         key_type: r.gl_key_type.clone(),
         user_id: r.gl_id.clone(),
         username: r.gl_username.clone(),
-        remote_ip: ctx.args.env.remote_addr.clone(),
+        remote_ip: ctx.env.remote_addr.clone(),
         correlation_id: ctx.correlation_id.to_owned(),
         client_name: CLIENT_NAME.to_owned(),
     }
 }
 
 /// `gitaly.repository` as the Gitaly message.
-pub fn repository(access: &Access) -> proto::Repository {
+fn repository(access: &Access) -> proto::Repository {
     let r = &access.response.gitaly.repository;
     proto::Repository {
         storage_name: r.storage_name.clone(),
@@ -97,12 +146,12 @@ pub fn repository(access: &Access) -> proto::Repository {
 }
 
 /// Logs a failed RPC the way GitLab Shell does.
-pub fn log_failure(e: &gitaly_client::Error) {
+fn log_failure(e: &gitaly_client::Error) {
     tracing::error!(error = %e, "Failed to execute Git command");
 }
 
 /// Sends the audit event when `/allowed` asked for it; failures are only logged.
-pub fn audit(
+fn audit(
     ctx: &Context<'_>,
     prepared: &Prepared,
     action: &str,
@@ -118,7 +167,7 @@ pub fn audit(
         gl_repository: r.gl_repository.clone(),
         username: r.gl_username.clone(),
         packfile_stats: stats,
-        check_ip: api::allowed::strip_port(&ctx.args.env.remote_addr),
+        check_ip: api::allowed::strip_port(&ctx.env.remote_addr),
         changes: "_any".into(),
     };
     if let Err(e) = git_audit_event::audit(&prepared.client, &request) {

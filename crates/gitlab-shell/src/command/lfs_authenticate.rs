@@ -6,9 +6,9 @@ use base64::Engine as _;
 use serde::Serialize;
 
 use crate::api::lfs_authenticate;
-use crate::args::Identity;
 use crate::command::{Context, access};
 use crate::error::Error;
+use crate::identity::Identity;
 use crate::io::Io;
 
 #[derive(Serialize)]
@@ -57,7 +57,7 @@ pub(crate) fn token_request(
         project: repo.to_owned(),
         ..Default::default()
     };
-    match &ctx.args.identity {
+    match &ctx.identity {
         Identity::KeyId(k) => request.key_id = k.clone(),
         _ => request.user_id = gl_id.strip_prefix("user-").unwrap_or(gl_id).to_owned(),
     }
@@ -66,7 +66,7 @@ pub(crate) fn token_request(
 
 /// Runs the command.
 pub fn run(ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
-    let words = &ctx.args.words;
+    let words = &ctx.words;
     if words.len() < 3 {
         return Err(Error::DisallowedCommand);
     }
@@ -106,5 +106,47 @@ mod tests {
         );
         let r = lfs_authenticate::Response { expires_in: 0, ..r };
         assert!(!payload_json(&r).contains("expires_in"));
+    }
+}
+
+#[cfg(test)]
+mod command_tests {
+    use crate::command::testkit::{Kit, alice, bob, framed};
+
+    #[test]
+    fn prints_the_lfs_token_for_download_and_upload() {
+        let kit = Kit::new("");
+        let run = kit.run(alice(), "git-lfs-authenticate group/repo.git download", b"");
+        assert_eq!((run.status, run.stderr.as_str()), (0, ""));
+        let v: serde_json::Value = serde_json::from_str(run.out().trim_end()).unwrap();
+        assert!(
+            v["header"]["Authorization"]
+                .as_str()
+                .unwrap()
+                .starts_with("Basic ")
+        );
+        assert_eq!(
+            v["href"],
+            "http://gitlab.example.com/group/repo.git/info/lfs"
+        );
+        assert_eq!(v["expires_in"], 7200);
+        let run = kit.run(alice(), "git-lfs-authenticate group/repo.git upload", b"");
+        assert_eq!(run.status, 0);
+        let sent = kit.api.requests_to("/lfs_authenticate");
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0].body["operation"], "download");
+        assert_eq!(sent[0].body["key_id"], "1");
+    }
+
+    #[test]
+    fn a_reader_cannot_upload() {
+        let kit = Kit::new("");
+        let run = kit.run(bob(), "git-lfs-authenticate group/repo.git upload", b"");
+        assert_eq!((run.status, run.out()), (1, String::new()));
+        assert_eq!(
+            run.stderr,
+            framed("You are not allowed to push code to this project.")
+        );
+        assert!(kit.api.requests_to("/lfs_authenticate").is_empty());
     }
 }

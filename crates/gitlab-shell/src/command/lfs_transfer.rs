@@ -41,7 +41,7 @@ impl Authentication {
 
 /// Runs the command.
 pub fn run(ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
-    let words = &ctx.args.words;
+    let words = &ctx.words;
     if words.len() != 3 {
         return Err(Error::DisallowedCommand);
     }
@@ -79,9 +79,9 @@ mod tests {
     use crate::config::Config;
     use crate::sshenv::SshEnv;
 
-    fn shell(cmd: &str) -> crate::args::ShellArgs {
+    fn shell(cmd: &str) -> Vec<String> {
         let env = SshEnv::from_values("127.0.0.1 1 127.0.0.1 22", cmd.into(), "");
-        crate::args::shell::parse(&["key-1".into()], env).unwrap()
+        crate::args::shell::split_command(&env).unwrap()
     }
 
     #[test]
@@ -106,5 +106,27 @@ mod tests {
         let a = Authentication::from_response(&r);
         assert_eq!(a.href, "http://gitlab.example.com/group/repo.git/info/lfs");
         assert_eq!(a.authorization, "Basic YWxpY2U6dG9r");
+    }
+}
+
+#[cfg(test)]
+mod command_tests {
+    use crate::command::testkit::{Kit, alice};
+
+    #[test]
+    fn refused_unless_enabled_then_speaks_the_protocol() {
+        let kit = Kit::new("");
+        let run = kit.run(alice(), "git-lfs-transfer group/repo.git download", b"");
+        assert_eq!(
+            (run.status, run.stderr.as_str()),
+            (1, "Disallowed command\n")
+        );
+
+        let kit = Kit::new("lfs:\n  pure_ssh_protocol: true\n");
+        // The client says nothing and hangs up: the server's capability advertisement is all.
+        let run = kit.run(alice(), "git-lfs-transfer group/repo.git download", b"");
+        assert_eq!(run.status, 0, "{}", run.stderr);
+        assert!(run.out().starts_with("000eversion=1\n"), "{:?}", run.out());
+        assert_eq!(kit.api.requests_to("/allowed").len(), 1);
     }
 }

@@ -1,12 +1,22 @@
-//! One module per SSH command (GitLab Shell `internal/command/*`), the [`Command`] enum, the one
-//! [`build`] `match` that applies feature gates, and [`run`]. Each command has
-//! `run(ctx, io) -> Result<()>`; output and errors go through [`Io`] and [`crate::error`].
+//! The command layer both front doors run (docs/architecture.md, "The request path"): one
+//! module per SSH command (GitLab Shell `internal/command/*`), the [`Command`] enum, the one
+//! [`build`] `match` that turns the command's words into a command (applying the feature
+//! gates), and [`execute`], the single entry point for a whole SSH session.
+//!
+//! A front door — `gitlab-shell key-N` run by sshd, or an in-process SSH server — hands over a
+//! [`Session`] (config, identity, SSH environment, correlation id) and an [`Io`] it owns, and
+//! gets back the exit status. Nothing on this path reads the process environment or the
+//! process's stdio. The companion binaries' commands ([`authorized_keys`],
+//! [`authorized_principals`], [`healthcheck`]) live here too, as in GitLab Shell.
 
 pub mod access;
+pub mod authorized_keys;
+pub mod authorized_principals;
 pub mod custom_action;
 pub mod discover;
 pub mod geo;
 pub mod git;
+pub mod healthcheck;
 pub mod lfs_authenticate;
 pub mod lfs_transfer;
 pub mod personal_access_token;
@@ -16,19 +26,41 @@ pub mod two_factor_verify;
 pub mod upload_archive;
 pub mod upload_pack;
 
-use crate::api;
-use crate::args::{CommandType, ShellArgs};
-use crate::config::Config;
-use crate::error::Error;
-use crate::io::Io;
+#[cfg(test)]
+pub mod testkit;
 
-/// What a command needs besides its I/O.
+use crate::api;
+use crate::args;
+use crate::config::Config;
+use crate::error::{self, Error};
+use crate::identity::Identity;
+use crate::io::Io;
+use crate::sshenv::SshEnv;
+
+/// One SSH session as a front door hands it to the command layer.
+#[derive(Debug, Clone)]
+pub struct Session<'a> {
+    /// Loaded config.
+    pub config: &'a Config,
+    /// Who the user is (`key-N` / `username-X`, or the key an SSH server verified).
+    pub identity: Identity,
+    /// The SSH command, `GIT_PROTOCOL` and the client address.
+    pub env: SshEnv,
+    /// The session's correlation id (log lines, API and Gitaly calls).
+    pub correlation_id: &'a str,
+}
+
+/// What a running command needs besides its I/O.
 pub struct Context<'a> {
     /// Loaded config.
     pub config: &'a Config,
-    /// Parsed argv and SSH environment.
-    pub args: &'a ShellArgs,
-    /// This process's correlation id.
+    /// Who the user is.
+    pub identity: &'a Identity,
+    /// The session environment (`GIT_PROTOCOL`, client address).
+    pub env: &'a SshEnv,
+    /// The split SSH command; word 0 names the command.
+    pub words: &'a [String],
+    /// The session's correlation id.
     pub correlation_id: &'a str,
 }
 
@@ -42,7 +74,7 @@ impl Context<'_> {
 /// A runnable SSH command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Welcome.
+    /// Empty command: the welcome.
     Discover,
     /// `git-upload-pack`.
     UploadPack,
@@ -79,25 +111,24 @@ impl Command {
     }
 }
 
-/// Chooses the command (behaviour §1.2 table). Unknown and disabled commands are the unframed
-/// `Disallowed command`; arity problems are left to the command (framed).
-pub fn build(args: &ShellArgs, config: &Config) -> Result<Command, Error> {
-    Ok(match &args.command {
-        CommandType::Discover => Command::Discover,
-        CommandType::UploadPack => Command::UploadPack,
-        CommandType::ReceivePack => Command::ReceivePack,
-        CommandType::UploadArchive => Command::UploadArchive,
-        CommandType::LfsAuthenticate => Command::LfsAuthenticate,
-        CommandType::LfsTransfer if config.lfs_pure_ssh_protocol => Command::LfsTransfer,
-        CommandType::TwoFactorRecover => Command::TwoFactorRecover,
-        CommandType::TwoFactorVerify => Command::TwoFactorVerify,
-        CommandType::PersonalAccessToken if config.pat_enabled => {
+/// Chooses the command from the SSH command's words (behaviour §1.2 table). Unknown and
+/// disabled commands are the unframed `Disallowed command`; arity problems are left to the
+/// command (framed).
+pub fn build(words: &[String], config: &Config) -> Result<Command, Error> {
+    Ok(match words.first().map(String::as_str) {
+        None => Command::Discover,
+        Some("git-upload-pack") => Command::UploadPack,
+        Some("git-receive-pack") => Command::ReceivePack,
+        Some("git-upload-archive") => Command::UploadArchive,
+        Some("git-lfs-authenticate") => Command::LfsAuthenticate,
+        // Pure-SSH LFS without `lfs.pure_ssh_protocol` is refused like an unknown command.
+        Some("git-lfs-transfer") if config.lfs_pure_ssh_protocol => Command::LfsTransfer,
+        Some("2fa_recovery_codes") => Command::TwoFactorRecover,
+        Some("2fa_verify") => Command::TwoFactorVerify,
+        Some("personal_access_token") if config.pat_enabled => {
             Command::PersonalAccessToken(personal_access_token::Plan::today())
         }
-        // Pure-SSH LFS without `lfs.pure_ssh_protocol` is refused like a disabled command.
-        CommandType::PersonalAccessToken | CommandType::LfsTransfer | CommandType::Unknown(_) => {
-            return Err(Error::UnknownCommand);
-        }
+        Some(_) => return Err(Error::UnknownCommand),
     })
 }
 
@@ -105,15 +136,90 @@ pub fn build(args: &ShellArgs, config: &Config) -> Result<Command, Error> {
 pub fn run(cmd: &Command, ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
     match cmd {
         Command::Discover => discover::run(ctx, io),
-        Command::UploadPack => upload_pack::run(ctx, io),
-        Command::ReceivePack => receive_pack::run(ctx, io),
-        Command::UploadArchive => upload_archive::run(ctx, io),
+        Command::UploadPack => git::run::<upload_pack::UploadPack>(ctx, io),
+        Command::ReceivePack => git::run::<receive_pack::ReceivePack>(ctx, io),
+        Command::UploadArchive => git::run::<upload_archive::UploadArchive>(ctx, io),
         Command::LfsAuthenticate => lfs_authenticate::run(ctx, io),
         Command::LfsTransfer => lfs_transfer::run(ctx, io),
         Command::TwoFactorRecover => two_factor_recover::run(ctx, io),
         Command::TwoFactorVerify => two_factor_verify::run(ctx, io),
         Command::PersonalAccessToken(plan) => personal_access_token::run(ctx, plan, io),
     }
+}
+
+/// Runs a whole SSH session (behaviour §1.2): split the command, choose it, run it, and map any
+/// error to what the user sees. Returns the exit status (0 or 1).
+pub fn execute(session: &Session<'_>, io: &mut Io) -> u8 {
+    let words = match args::shell::split_command(&session.env) {
+        Ok(words) => words,
+        Err(e) => return error::report_status(&e.into(), io),
+    };
+    let cmd = match build(&words, session.config) {
+        Ok(cmd) => cmd,
+        Err(e) => return error::report_status(&e, io),
+    };
+    tracing::info!(command = cmd.name(), env = %logged_env(&session.env), "gitlab-shell: main: executing command");
+    let ctx = Context {
+        config: session.config,
+        identity: &session.identity,
+        env: &session.env,
+        words: &words,
+        correlation_id: session.correlation_id,
+    };
+    match run(&cmd, &ctx, io) {
+        Ok(()) => {
+            tracing::info!(
+                command = cmd.name(),
+                "gitlab-shell: main: command executed successfully"
+            );
+            0
+        }
+        Err(e) => {
+            tracing::warn!(command = cmd.name(), error = %e, "gitlab-shell: main: command execution failed");
+            error::report_status(&e, io)
+        }
+    }
+}
+
+/// `gitlab-shell key-N|username-X` (behaviour §1.2): the classic front door. `argv` is
+/// `argv[1..]`; the identity is the first `key-N` / `username-X` in it.
+pub fn shell(
+    argv: &[std::ffi::OsString],
+    env: SshEnv,
+    config: &Config,
+    correlation_id: &str,
+    io: &mut Io,
+) -> u8 {
+    let session = Session {
+        config,
+        identity: args::shell::parse_identity(argv),
+        env,
+        correlation_id,
+    };
+    execute(&session, io)
+}
+
+/// The environment as GitLab Shell logs it: the object logrus makes of its `sshenv.Env` struct.
+fn logged_env(env: &SshEnv) -> String {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct LoggedEnv<'a> {
+        git_protocol_version: &'a str,
+        #[serde(rename = "IsSSHConnection")]
+        is_ssh_connection: bool,
+        original_command: &'a str,
+        remote_addr: &'a str,
+        namespace_path: &'a str,
+    }
+    let original_command = env.original_command.to_string_lossy();
+    serde_json::to_string(&LoggedEnv {
+        git_protocol_version: &env.git_protocol,
+        is_ssh_connection: env.is_ssh_connection,
+        original_command: &original_command,
+        remote_addr: &env.remote_addr,
+        namespace_path: "",
+    })
+    .unwrap_or_default()
 }
 
 /// Reads what Go's `fmt.Fscanln(io.LimitReader(r, limit), &s)` would store in `s`: bytes are
@@ -141,13 +247,13 @@ pub fn read_token(r: &mut dyn std::io::Read, limit: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sshenv::SshEnv;
 
-    fn shell(cmd: &str) -> ShellArgs {
-        crate::args::shell::parse(
-            &["key-1".into()],
-            SshEnv::from_values("127.0.0.1 1 127.0.0.1 22", cmd.into(), ""),
-        )
+    fn shell(cmd: &str) -> Vec<String> {
+        args::shell::split_command(&SshEnv::from_values(
+            "127.0.0.1 1 127.0.0.1 22",
+            cmd.into(),
+            "",
+        ))
         .unwrap()
     }
 
@@ -171,12 +277,31 @@ mod tests {
             build(&shell("personal_access_token"), &c).unwrap(),
             Command::PersonalAccessToken(_)
         ));
+        for (cmd, want) in [
+            ("git upload-pack 'g/r'", Command::UploadPack),
+            ("git-receive-pack g/r; rm -rf /", Command::ReceivePack),
+            ("git-upload-archive r", Command::UploadArchive),
+            ("git-lfs-authenticate r download", Command::LfsAuthenticate),
+            ("2fa_recovery_codes", Command::TwoFactorRecover),
+            ("2fa_verify", Command::TwoFactorVerify),
+            ("; rm -rf /", Command::Discover),
+        ] {
+            assert_eq!(build(&shell(cmd), &c).unwrap(), want, "{cmd}");
+        }
+        let lfs = config("lfs:\n  pure_ssh_protocol: true\n");
+        assert_eq!(
+            build(&shell("git-lfs-transfer r download"), &lfs).unwrap(),
+            Command::LfsTransfer
+        );
         for cmd in [
             "ls",
             "git-lfs-transfer r download",
             "git",
             "bash -c id",
             "rm -rf /",
+            "`rm -rf /`",
+            "$(id)",
+            "git-upload-pack2 r",
         ] {
             let e = build(&shell(cmd), &c).unwrap_err();
             assert!(
@@ -202,5 +327,60 @@ mod tests {
         assert_eq!(read_token(&mut r, 1024), "");
         let mut r: &[u8] = b"123456789";
         assert_eq!(read_token(&mut r, 4), "1234");
+    }
+}
+
+#[cfg(test)]
+mod command_tests {
+    use super::testkit::{Kit, alice, framed};
+    use super::*;
+    use crate::identity::Identity;
+
+    #[test]
+    fn execute_refuses_outside_ssh_and_bad_command_lines() {
+        let kit = Kit::new("");
+        let (mut io, out, err) = Io::memory(b"");
+        let session = Session {
+            config: &kit.config,
+            identity: alice(),
+            env: SshEnv::from_values("", "git-upload-pack r".into(), ""),
+            correlation_id: "c",
+        };
+        assert_eq!(execute(&session, &mut io), 1);
+        assert_eq!(
+            (out.text(), err.text()),
+            (String::new(), "Only SSH allowed\n".to_owned())
+        );
+
+        let run = kit.run(alice(), "git-upload-pack 'unterminated", b"");
+        assert_eq!(run.status, 1);
+        assert_eq!(
+            run.stderr,
+            "Invalid SSH command: invalid command line string\n"
+        );
+        let run = kit.run(alice(), "rm -rf /", b"");
+        assert_eq!(
+            (run.status, run.stderr.as_str()),
+            (1, "Disallowed command\n")
+        );
+        assert!(kit.api.requests().is_empty(), "nothing reached the API");
+    }
+
+    #[test]
+    fn arity_errors_are_framed() {
+        let kit = Kit::new("");
+        for cmd in [
+            "git-upload-pack",
+            "git-receive-pack a b",
+            "git-lfs-authenticate r",
+            "git-lfs-authenticate r sideways",
+        ] {
+            let run = kit.run(alice(), cmd, b"");
+            assert_eq!(run.status, 1, "{cmd}");
+            assert_eq!(run.stderr, framed("Disallowed command"), "{cmd}");
+        }
+        let run = kit.run(Identity::None, "git-upload-pack group/repo", b"");
+        assert_eq!(run.status, 1);
+        assert!(run.stderr.starts_with("remote: "), "{}", run.stderr);
     }
 }

@@ -72,10 +72,10 @@ pub fn parse(
 
 /// Runs the command.
 pub fn run(ctx: &Context<'_>, plan: &Plan, io: &mut Io) -> Result<(), Error> {
-    let mut request = parse(&ctx.args.words, &ctx.config.pat_allowed_scopes, plan.today)?;
+    let mut request = parse(ctx.words, &ctx.config.pat_allowed_scopes, plan.today)?;
     tracing::info!(name = %request.name, scopes = ?request.scopes, expires_at = %request.expires_at, "personalaccesstoken: execute: requesting token");
     let client = ctx.api()?;
-    request.user = discover::user_ref(&client, &ctx.args.identity)?;
+    request.user = discover::user_ref(&client, ctx.identity)?;
     let r = personal_access_token::create(&client, &request)?;
     let text = format!(
         "Token:   {}\nScopes:  {}\nExpires: {}\n",
@@ -142,5 +142,45 @@ mod tests {
                 format!("Invalid value for days_ttl: '{ttl}'")
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod command_tests {
+    use crate::command::testkit::{Kit, alice, framed};
+
+    #[test]
+    fn creates_a_token_with_the_allowed_scopes() {
+        let kit = Kit::new("");
+        let run = kit.run(
+            alice(),
+            "personal_access_token mytoken api,read_repository 7",
+            b"",
+        );
+        assert_eq!(run.status, 0, "{}", run.stderr);
+        let out = run.out();
+        assert!(
+            out.starts_with(
+                "Token:   glpat-stubtoken0000000000\nScopes:  api,read_repository\nExpires: "
+            ),
+            "{out}"
+        );
+        let sent = kit.api.requests_to("/personal_access_token");
+        assert_eq!(sent[0].body["name"], "mytoken");
+        assert_eq!(sent[0].body["key_id"], "1");
+    }
+
+    #[test]
+    fn usage_and_disabled() {
+        let kit = Kit::new("");
+        let run = kit.run(alice(), "personal_access_token onlyname", b"");
+        assert_eq!(run.status, 1);
+        assert_eq!(run.stderr, framed(crate::messages::PAT_USAGE));
+        let kit = Kit::new("pat:\n  enabled: false\n");
+        let run = kit.run(alice(), "personal_access_token n api", b"");
+        assert_eq!(
+            (run.status, run.stderr.as_str()),
+            (1, "Disallowed command\n")
+        );
     }
 }

@@ -23,7 +23,7 @@ pub fn run(ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
         return Ok(());
     }
     let codes = ctx.api().and_then(|client| {
-        let user = discover::user_ref(&client, &ctx.args.identity)?;
+        let user = discover::user_ref(&client, ctx.identity)?;
         two_factor_recovery_codes::generate(&client, &user)
     });
     let text = match codes {
@@ -38,4 +38,36 @@ pub fn run(ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
     io.stdout.write_all(text.as_bytes())?;
     io.stdout.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::command::testkit::{Kit, alice};
+    use crate::messages;
+
+    #[test]
+    fn yes_regenerates_codes_anything_else_does_not() {
+        let kit = Kit::new("");
+        let run = kit.run(alice(), "2fa_recovery_codes", b"yes\n");
+        assert_eq!(run.status, 0);
+        assert_eq!(
+            run.out(),
+            format!(
+                "{}{}aaaa-1111\nbbbb-2222{}",
+                messages::RECOVERY_QUESTION,
+                messages::RECOVERY_CODES_HEAD,
+                messages::RECOVERY_CODES_TAIL
+            )
+        );
+        let run = kit.run(alice(), "2fa_recovery_codes", b"no\n");
+        assert_eq!(
+            run.out(),
+            format!(
+                "{}{}",
+                messages::RECOVERY_QUESTION,
+                messages::RECOVERY_DECLINED
+            )
+        );
+        assert_eq!(kit.api.requests_to("/two_factor_recovery_codes").len(), 1);
+    }
 }

@@ -32,7 +32,7 @@ pub fn run_with_timeout(ctx: &Context<'_>, io: &mut Io, timeout: Duration) -> Re
     io.stdout.flush()?;
     let (tx, rx) = mpsc::channel::<String>();
 
-    let (push_client, push_tx, identity) = (client.clone(), tx.clone(), ctx.args.identity.clone());
+    let (push_client, push_tx, identity) = (client.clone(), tx.clone(), ctx.identity.clone());
     std::thread::spawn(move || {
         let ok = discover::user_ref(&push_client, &identity)
             .and_then(|user| two_factor_push_otp_check::verify(&push_client, &user));
@@ -43,7 +43,7 @@ pub fn run_with_timeout(ctx: &Context<'_>, io: &mut Io, timeout: Duration) -> Re
     });
 
     let mut stdin = io.take_stdin();
-    let identity = ctx.args.identity.clone();
+    let identity = ctx.identity.clone();
     std::thread::spawn(move || {
         let otp = read_token(&mut stdin, OTP_LIMIT);
         let message = if otp.is_empty() {
@@ -66,4 +66,30 @@ pub fn run_with_timeout(ctx: &Context<'_>, io: &mut Io, timeout: Duration) -> Re
     io.stdout.write_all(format!("\n{message}\n").as_bytes())?;
     io.stdout.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::command::testkit::{Kit, alice, bob};
+    use crate::messages;
+
+    #[test]
+    fn typed_otp_is_checked() {
+        let kit = Kit::new("");
+        let run = kit.run(alice(), "2fa_verify", b"123456\n");
+        assert_eq!(run.status, 0);
+        assert_eq!(run.out(), format!("OTP: \n{}\n", messages::OTP_SUCCESS));
+        let run = kit.run(alice(), "2fa_verify", b"\n");
+        assert_eq!(
+            run.out(),
+            format!("OTP: \nOTP validation failed: {}\n", messages::OTP_BLANK)
+        );
+        let run = kit.run(bob(), "2fa_verify", b"123456\n");
+        assert_eq!(run.status, 0);
+        assert!(
+            run.out().starts_with("OTP: \nOTP validation failed: "),
+            "{}",
+            run.out()
+        );
+    }
 }
