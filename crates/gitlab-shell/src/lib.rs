@@ -10,6 +10,8 @@
 //!   command; git data goes through the `gitaly-client` crate).
 //!
 //! Each binary's `main` runs the start-up steps and then one `run_*` function below.
+//!
+//! `behaviour §N` in comments refers to docs/behaviour.md, `gitaly.md §N` to docs/gitaly.md.
 
 pub mod api;
 pub mod args;
