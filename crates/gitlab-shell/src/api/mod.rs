@@ -388,8 +388,8 @@ impl Client {
         self.execute_url(method, self.inner.target.url(path), body)
     }
 
-    /// Sends with retries (behaviour §3.2) and maps statuses (§3.3); returns a 2xx/3xx status
-    /// and body.
+    /// Sends with retries (behaviour §3.2) and maps statuses (behaviour §3.3); returns a 2xx/3xx
+    /// status and body.
     fn execute_url(
         &self,
         method: Method,
