@@ -168,7 +168,7 @@ fn section_numbers(doc: &str) -> std::collections::BTreeSet<String> {
         if !title.starts_with(' ') {
             continue;
         }
-        let token = title.trim_start().split_whitespace().next().unwrap_or("");
+        let token = title.split_whitespace().next().unwrap_or("");
         let number = token.trim_end_matches('.');
         if number.starts_with(|c: char| c.is_ascii_digit())
             && number.chars().all(|c| c.is_ascii_digit() || c == '.')
