@@ -398,3 +398,72 @@ fn citation_scanner_reads_lists_and_flags_unknown_and_unnamed_sections() {
     let headings: Vec<&str> = headings.iter().map(String::as_str).collect();
     assert_eq!(headings, vec!["0", "1.6", "3.4"]);
 }
+
+// --- Messages in the behaviour contract -------------------------------------------------------
+
+/// Every customer-facing string of `gitlab_shell::messages` (and the few kept next to their
+/// module) is quoted in docs/behaviour.md, line by line; placeholders as the page writes them and
+/// a TAB as `\t`.
+#[test]
+fn behaviour_md_quotes_every_user_visible_message() {
+    use gitlab_shell::messages as m;
+    let texts: Vec<String> = vec![
+        m::ONLY_SSH_ALLOWED.into(),
+        format!("{}: {}", m::INVALID_SSH_COMMAND, m::INVALID_COMMAND_LINE),
+        m::DISALLOWED_COMMAND.into(),
+        m::WHO_INVALID.into(),
+        format!("{}: {}", m::FAILED_TO_GET_USERNAME, m::WHO_INVALID),
+        m::FAILED_TO_DETERMINE_EXECUTABLE.into(),
+        format!("{}: <error>", m::FAILED_TO_READ_CONFIG),
+        m::KEYS_FAILED_TO_DETERMINE_EXECUTABLE.into(),
+        m::KEYS_FAILED_TO_READ_CONFIG.into(),
+        m::INTERNAL_API_UNREACHABLE.into(),
+        m::PARSING_FAILED.into(),
+        m::UNKNOWN_URL_PREFIX.into(),
+        m::welcome("<username>"),
+        m::WELCOME_ANONYMOUS.into(),
+        m::keys_check_usage(7).replace('7', "<n>"),
+        m::NO_USERNAME_PROVIDED.into(),
+        m::NO_KEY_PROVIDED.into(),
+        m::no_key_found("<key>"),
+        m::principals_check_usage(7).replace('7', "<n>"),
+        m::NO_KEY_ID_PROVIDED.into(),
+        m::INVALID_PRINCIPAL.into(),
+        format!("{}: OK", m::CHECK_API),
+        format!("{}: FAILED - <error>", m::CHECK_API),
+        format!("{}: OK", m::CHECK_REDIS),
+        format!("{}: FAILED", m::CHECK_REDIS),
+        m::RECOVERY_QUESTION.into(),
+        m::RECOVERY_DECLINED.into(),
+        m::RECOVERY_ERROR.into(),
+        m::RECOVERY_CODES_HEAD.into(),
+        m::RECOVERY_CODES_TAIL.into(),
+        m::OTP_PROMPT.into(),
+        m::OTP_SUCCESS.into(),
+        m::OTP_PUSH_SUCCESS.into(),
+        format!("{}: {}", m::OTP_FAILED, m::OTP_BLANK),
+        format!("{}: {}", m::OTP_FAILED, m::DEADLINE_EXCEEDED),
+        m::PAT_USAGE.into(),
+        m::pat_invalid_ttl("<raw>"),
+        m::invalid_key_id("<id>"),
+        m::invalid_value("<value>"),
+        gitlab_shell::command::custom_action::EMPTY_API_ENDPOINTS.into(),
+        gitlab_shell::api::geo_git::REPO_UNAVAILABLE.into(),
+        gitlab_shell::keyline::SSH_OPTIONS.into(),
+        // `messages::FAILED_TO_CREATE_COMMAND` is defined but never printed.
+    ];
+    let mut missing = Vec::new();
+    for text in &texts {
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let quoted = format!("`{}", line.replace('\t', "\\t"));
+            if !BEHAVIOUR_DOC.contains(&quoted) {
+                missing.push(line.to_owned());
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/behaviour.md does not quote:\n{}",
+        missing.join("\n")
+    );
+}
