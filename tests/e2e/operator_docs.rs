@@ -6,7 +6,8 @@
 //! Code comments cite the project's own contract as `behaviour <section sign>N.M`
 //! (docs/behaviour.md) and `gitaly.md <section sign>N` (docs/gitaly.md): every such citation in
 //! the `.rs` files under `crates/`, `tests/` and `fuzz/` must name a heading those pages have, and
-//! no section sign may stand without a named document (or an `issue N` reference).
+//! no section sign may stand without a named document (or an `issue N` reference). And
+//! docs/behaviour.md quotes every user-visible message of `gitlab_shell::messages`.
 
 const DOC: &str = include_str!("../../docs/operating.md");
 
