@@ -1,7 +1,7 @@
 //! Push hooks as Gitaly runs them (gitaly.md §5.1, Gitaly `internal/gitaly/hook/{prereceive,
-//! postreceive,update}.go`), without Gitaly's internal-socket indirection (§5.2): git runs
-//! `-c core.hooksPath=<dir>` whose wrappers exec `dev-gitaly hook <name>`, and the hook reads the
-//! request's identity from the environment the server gave git.
+//! postreceive,update}.go`), without Gitaly's internal-socket indirection (gitaly.md §5.2): git
+//! runs `-c core.hooksPath=<dir>` whose wrappers exec `dev-gitaly hook <name>`, and the hook reads
+//! the request's identity from the environment the server gave git.
 //!
 //! pre-receive: `POST /api/v4/internal/allowed` (with the changes), custom hooks,
 //! `POST /api/v4/internal/pre_receive`. post-receive: `POST /api/v4/internal/post_receive`,

@@ -2,7 +2,7 @@
 //! the benchmark. It runs the real `git upload-pack`, `git receive-pack` and
 //! `git upload-archive` on a storage folder, checks Gitaly's v2 token, speaks Gitaly's
 //! backchannel/sidechannel protocol (yamux) for `SSHUploadPackWithSidechannel`, and runs push
-//! hooks that call GitLab's internal API the way Gitaly does (see `../shared/docs/gitaly.md`).
+//! hooks that call GitLab's internal API the way Gitaly does (see `docs/gitaly.md`).
 //!
 //! ```no_run
 //! let gitaly = dev_gitaly::DevGitaly::start(dev_gitaly::Options::new("/srv/repos"))?;

@@ -15,6 +15,8 @@
 //! [`command::execute`], the entry point an in-process SSH server uses too),
 //! [`command::authorized_keys::run`], [`command::authorized_principals::run`] or
 //! [`command::healthcheck::run`].
+//!
+//! `behaviour §N` in comments refers to docs/behaviour.md, `gitaly.md §N` to docs/gitaly.md.
 
 pub mod api;
 pub mod args;

@@ -100,7 +100,7 @@ pub struct Payload {
     pub data: serde_json::Value,
 }
 
-/// The response (§4).
+/// The response (behaviour §4).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct Response {

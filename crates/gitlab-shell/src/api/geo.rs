@@ -34,9 +34,9 @@ pub struct Data {
     pub gl_id: String,
     /// Headers for direct-to-primary requests (`null` when absent).
     pub request_headers: Option<BTreeMap<String, String>>,
-    /// Push straight to the primary over HTTP (§6.2).
+    /// Push straight to the primary over HTTP (behaviour §6.2).
     pub geo_proxy_direct_to_primary: bool,
-    /// Fetch straight from the primary over HTTP (§6.2).
+    /// Fetch straight from the primary over HTTP (behaviour §6.2).
     pub geo_proxy_fetch_direct_to_primary: bool,
     /// v14.45.0 only: end the fetch request at a flush and append `done`.
     pub geo_proxy_fetch_direct_to_primary_with_options: bool,

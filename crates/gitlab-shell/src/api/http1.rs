@@ -1,9 +1,10 @@
-//! The internal-API transport for `http://` and `http+unix://` (the transport seam of style
-//! §6.9): hyper's HTTP/1.1 client connection over a tokio `TcpStream` or `UnixStream`, driven
-//! by a current-thread runtime built in the calling thread for each request. One request per
-//! connection (`Connection: close`, as GitLab Shell sets `request.Close`), no TLS, no extra
-//! threads (reqwest's blocking client starts a runtime thread, which the authorized-keys check,
-//! run on every SSH connection, cannot afford). `https://` keeps using reqwest.
+//! The internal-API transport for `http://` and `http+unix://` (one of the two behind
+//! `api/mod.rs`'s `Transport`): hyper's HTTP/1.1 client connection over a tokio `TcpStream` or
+//! `UnixStream`, driven by a current-thread runtime built in the calling thread for each request.
+//! One request per connection (`Connection: close`, as GitLab Shell sets `request.Close`), no
+//! TLS, no extra threads (reqwest's blocking client starts a runtime thread, which the
+//! authorized-keys check, run on every SSH connection, cannot afford). `https://` keeps using
+//! reqwest.
 //!
 //! What is ours on top of hyper: the `Host` header (`unix` for sockets), address resolution in
 //! the calling thread (tokio's would start a blocking-pool thread), one timeout covering

@@ -113,7 +113,7 @@ impl Target {
     }
 
     /// The URL for a path used exactly as given, without the `/api/v4/internal` prefix: the
-    /// Geo custom-action endpoints (§3.1, §6.1).
+    /// Geo custom-action endpoints (behaviour §3.1, §6.1).
     pub fn url_verbatim(&self, path: &str) -> String {
         format!(
             "{}/{}",
@@ -388,7 +388,8 @@ impl Client {
         self.execute_url(method, self.inner.target.url(path), body)
     }
 
-    /// Sends with retries (§3.2) and maps statuses (§3.3); returns a 2xx/3xx status and body.
+    /// Sends with retries (behaviour §3.2) and maps statuses (behaviour §3.3); returns a 2xx/3xx
+    /// status and body.
     fn execute_url(
         &self,
         method: Method,
@@ -549,7 +550,7 @@ struct ErrorBody {
     message: String,
 }
 
-/// §3.3: the JSON `message` (even empty), else `Internal API error (<status>)`.
+/// behaviour §3.3: the JSON `message` (even empty), else `Internal API error (<status>)`.
 pub fn error_from_body(status: u16, body: &[u8]) -> Error {
     let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<Option<ErrorBody>>();
     match stream.next() {

@@ -11,8 +11,9 @@
 //!
 //! When the payload sets the direct-to-primary flag for the action
 //! (`geo_proxy_direct_to_primary` for pushes, `geo_proxy_fetch_direct_to_primary` for fetches),
-//! the §6.2 flow runs instead ([`run_direct`]): smart HTTP against `data.primary_repo`, or
-//! SSH-over-HTTP when the matching `*_ssh_direct_to_primary` flag is also set.
+//! the behaviour §6.2 flow runs instead ([`run_direct`]): smart HTTP against
+//! `data.primary_repo`, or SSH-over-HTTP when the matching `*_ssh_direct_to_primary` flag is
+//! also set.
 //!
 //! One difference, on purpose: GitLab Shell reads the pack with `io.Copy` from stdin after its
 //! `bufio.Scanner` may already have buffered the start of it, losing those bytes; here the
