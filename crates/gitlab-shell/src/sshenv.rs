@@ -15,6 +15,10 @@ pub struct SshEnv {
     pub original_command: OsString,
     /// `GIT_PROTOCOL`, verbatim.
     pub git_protocol: String,
+    /// The namespace a group SSH certificate was issued for (GitLab Shell's
+    /// `sshenv.Env.NamespacePath`): set only by an SSH server that verified such a certificate;
+    /// always empty for the classic forced command.
+    pub namespace_path: String,
 }
 
 impl SshEnv {
@@ -43,6 +47,7 @@ impl SshEnv {
                 .to_owned(),
             original_command,
             git_protocol: git_protocol.to_owned(),
+            namespace_path: String::new(),
         }
     }
 }

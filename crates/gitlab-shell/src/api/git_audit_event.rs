@@ -1,6 +1,8 @@
 //! `POST /api/v4/internal/shellhorse/git_audit_event` (GitLab Shell
 //! `internal/gitlabnet/gitauditevent`): sent after a successful upload-pack or receive-pack when
-//! `/allowed` said `need_audit`. Failures are only logged.
+//! `/allowed` said `need_audit`. Failures are only logged. Since GitLab Shell 14.49/14.51 the body
+//! also carries the key's id and, for a certificate issued by a group's CA, the namespace
+//! (behaviour §3.4).
 
 use serde::Serialize;
 
@@ -45,6 +47,16 @@ pub struct Request {
     pub check_ip: String,
     /// Always `_any`.
     pub changes: String,
+    /// `gl_key_id` of `/allowed`; left out when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub key_id: i64,
+    /// The namespace of a group SSH certificate; left out when empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub namespace_path: String,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 /// Sends the event; the response body is ignored.

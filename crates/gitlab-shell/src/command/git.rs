@@ -169,6 +169,8 @@ fn audit(
         packfile_stats: stats,
         check_ip: api::allowed::strip_port(&ctx.env.remote_addr),
         changes: "_any".into(),
+        key_id: r.gl_key_id,
+        namespace_path: ctx.env.namespace_path.clone(),
     };
     if let Err(e) = git_audit_event::audit(&prepared.client, &request) {
         tracing::error!(error = %e, "failed to audit git event");

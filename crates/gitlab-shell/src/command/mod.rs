@@ -217,7 +217,7 @@ fn logged_env(env: &SshEnv) -> String {
         is_ssh_connection: env.is_ssh_connection,
         original_command: &original_command,
         remote_addr: &env.remote_addr,
-        namespace_path: "",
+        namespace_path: &env.namespace_path,
     })
     .unwrap_or_default()
 }

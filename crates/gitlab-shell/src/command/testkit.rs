@@ -19,7 +19,8 @@ use crate::sshenv::SshEnv;
 const SECRET: &str = "command-test-secret";
 
 /// Users, keys and projects the tests refer to: `alice` (key 1, 2FA, maintainer of
-/// `group/repo`), `bob` (key 2, reporter of `group/repo`), key 3 without a user.
+/// `group/repo`), `bob` (key 2, reporter of `group/repo`); `group/audited` is the same
+/// repository with `need_audit`.
 pub const FIXTURE: &str = r#"
 external_url: http://gitlab.example.com
 check: { api_version: v4, gitlab_version: 18.3.0, gitlab_rev: abc, redis: true }
@@ -37,6 +38,12 @@ projects:
     members: { alice: admin, bob: read }
     default_branch: main
     protected_branches: [main]
+  - path: group/audited
+    id: 8
+    relative_path: group/repo.git
+    storage: default
+    members: { alice: admin }
+    need_audit: true
 "#;
 
 /// What a command run left behind.
@@ -114,11 +121,21 @@ impl Kit {
 
     /// Runs the SSH command `command` for `identity` with `stdin`, as a front door would.
     pub fn run(&self, identity: Identity, command: &str, stdin: &[u8]) -> Outcome {
+        self.run_env(identity, Self::env(command), stdin)
+    }
+
+    /// The SSH environment [`Kit::run`] uses: client `192.0.2.10`, no `GIT_PROTOCOL`.
+    pub fn env(command: &str) -> SshEnv {
+        SshEnv::from_values("192.0.2.10 5555 127.0.0.1 22", command.into(), "")
+    }
+
+    /// [`Kit::run`] with an explicit SSH environment.
+    pub fn run_env(&self, identity: Identity, env: SshEnv, stdin: &[u8]) -> Outcome {
         let (mut io, out, err) = Io::memory(stdin);
         let session = Session {
             config: &self.config,
             identity,
-            env: SshEnv::from_values("192.0.2.10 5555 127.0.0.1 22", command.into(), ""),
+            env,
             correlation_id: "command-test",
         };
         let status = execute(&session, &mut io);

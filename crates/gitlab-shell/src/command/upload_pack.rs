@@ -67,6 +67,30 @@ mod tests {
     }
 
     #[test]
+    fn audit_event_carries_key_id_and_the_certificate_namespace() {
+        let kit = Kit::new("").with_gitaly();
+        let run = kit.run(alice(), "git-upload-pack group/audited.git", NO_WANTS);
+        assert_eq!(run.status, 0, "{}", run.stderr);
+        let mut env = Kit::env("git-upload-pack group/audited.git");
+        env.namespace_path = "group".into();
+        assert_eq!(kit.run_env(alice(), env, NO_WANTS).status, 0);
+        let kit_no_audit = kit.run(alice(), "git-upload-pack group/repo.git", NO_WANTS);
+        assert_eq!(kit_no_audit.status, 0);
+        let events = kit.api.requests_to("/git_audit_event");
+        assert_eq!(events.len(), 2, "only the audited project");
+        let e = &events[0].body;
+        assert_eq!(e["action"], "git-upload-pack");
+        assert_eq!(e["protocol"], "ssh");
+        assert_eq!(e["gl_repository"], "project-8");
+        assert_eq!(e["username"], "alice");
+        assert_eq!(e["check_ip"], "192.0.2.10");
+        assert_eq!(e["changes"], "_any");
+        assert_eq!(e["key_id"], 1);
+        assert!(e.get("namespace_path").is_none(), "omitted when empty: {e}");
+        assert_eq!(events[1].body["namespace_path"], "group");
+    }
+
+    #[test]
     fn unknown_project_is_refused_before_gitaly() {
         let kit = Kit::new("");
         let run = kit.run(alice(), "git-upload-pack nope/nope.git", NO_WANTS);
