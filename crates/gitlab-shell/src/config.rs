@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+mod topology;
+pub use topology::{CellEndpoint, TopologyService, TopologyTls};
+
 /// Default `http_settings.read_timeout` (seconds) when the key is absent or 0.
 pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 300;
 
@@ -43,6 +46,65 @@ pub struct Config {
     pub pat_enabled: bool,
     /// `pat.allowed_scopes` (empty: any scope).
     pub pat_allowed_scopes: Vec<String>,
+    /// `topology_service` (Cells routing; parsed and validated, routing stays off: see
+    /// [`TopologyService`]).
+    pub topology_service: TopologyService,
+}
+
+/// A duration given as integer seconds or a Go duration string (`500ms`, `1m30s`).
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None => Ok(Duration::ZERO),
+        Some(Raw::Secs(s)) => Ok(Duration::from_secs(s)),
+        Some(Raw::Text(t)) => parse_go_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Go's `time.ParseDuration` for non-negative values: a sequence of decimal numbers with units
+/// `ns`, `us`/`µs`, `ms`, `s`, `m`, `h` (`"0"` alone is allowed).
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("time: invalid duration \"{text}\"");
+    let s = text.strip_prefix('+').unwrap_or(text);
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, after) = rest.split_at(num_len);
+        if num.is_empty() || num == "." {
+            return Err(bad());
+        }
+        let value: f64 = num.parse().map_err(|_| bad())?;
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * scale;
+        rest = next;
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
 
 /// `http_settings` of config.yml.
@@ -104,6 +166,7 @@ struct Raw {
     #[serde(deserialize_with = "nullable")]
     lfs: Lfs,
     pat: Pat,
+    topology_service: TopologyService,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -147,6 +210,7 @@ impl Default for Raw {
             log_level: "info".into(),
             lfs: Lfs::default(),
             pat: Pat::default(),
+            topology_service: TopologyService::default(),
         }
     }
 }
@@ -283,6 +347,7 @@ impl Config {
                     .map_err(|e| ConfigError(format!("yaml: {e}")))?
             }
         };
+        raw.topology_service.validate().map_err(ConfigError)?;
         let gitlab_url = if raw.gitlab_url.is_empty() {
             String::new()
         } else {
@@ -321,6 +386,7 @@ impl Config {
             lfs_pure_ssh_protocol: raw.lfs.pure_ssh_protocol,
             pat_enabled: raw.pat.enabled,
             pat_allowed_scopes: raw.pat.allowed_scopes,
+            topology_service: raw.topology_service,
         })
     }
 }
