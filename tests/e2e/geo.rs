@@ -1,10 +1,10 @@
-//! Geo custom action, v14.45.0 API-endpoints flow (behaviour §6.1): `/allowed` answers 300 and
-//! `gitlab-shell` relays the git conversation through the endpoints in the payload instead of
-//! Gitaly. The stub API plays both the secondary's `/allowed` and the primary's
-//! `proxy_git_ssh` endpoints, and records what it received.
+//! Geo custom action (behaviour §6.2, GitLab Shell 14.56.1): `/allowed` answers 300 and
+//! `gitlab-shell` relays the git conversation straight to the primary's repository instead of
+//! Gitaly, over smart HTTP or the primary's SSH-over-HTTP endpoints. The stub API plays both the
+//! secondary's `/allowed` and a canned primary under `/primary/`, and records what it received.
+//! The API-endpoints flow of v14.45.0 is gone: `api_endpoints` in the payload is ignored.
 
 use serde_json::json;
-use test_support::stub_api::Fault;
 use test_support::{Run, Sandbox};
 
 const GEO_MESSAGE: &str =
@@ -18,42 +18,6 @@ projects:
     id: 1
     members: { alice: admin }
     console_messages: ["This request to a Geo secondary node will be forwarded to the Geo primary node"]
-    geo:
-      actions: [git-receive-pack]
-      payload:
-        action: geo_proxy_to_primary
-        data:
-          api_endpoints:
-            - /api/v4/geo/proxy_git_ssh/info_refs_receive_pack
-            - /api/v4/geo/proxy_git_ssh/receive_pack
-          gl_username: alice
-          gl_id: user-1
-          primary_repo: http://primary.example.com/group/geo.git
-          request_headers: { Authorization: "Bearer primary-token" }
-  - path: group/geo-pull
-    id: 2
-    members: { alice: admin }
-    geo:
-      actions: [git-upload-pack]
-      payload:
-        action: geo_proxy_to_primary
-        data:
-          api_endpoints:
-            - /api/v4/geo/proxy_git_ssh/info_refs_upload_pack
-            - /api/v4/geo/proxy_git_ssh/upload_pack
-          gl_username: alice
-          gl_id: user-1
-          primary_repo: http://primary.example.com/group/geo-pull.git
-  - path: group/geo-empty
-    id: 3
-    members: { alice: admin }
-    geo:
-      payload: { action: geo_proxy_to_primary, data: { api_endpoints: [] } }
-geo_responses:
-  info_refs_receive_pack: { result: "<refs for receive-pack>" }
-  receive_pack: { result: "<report-status>" }
-  info_refs_upload_pack: { result: "<refs for upload-pack>" }
-  upload_pack: { result: "<packfile>" }
 "#;
 
 fn sandbox(name: &str) -> Sandbox {
@@ -64,26 +28,6 @@ fn sandbox(name: &str) -> Sandbox {
 
 fn pkt(payload: &str) -> String {
     format!("{:04x}{payload}", payload.len() + 4)
-}
-
-/// Standard base64 with padding (what Go's `encoding/json` does to `[]byte`).
-fn b64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 fn info_block(message: &str) -> String {
@@ -99,170 +43,6 @@ fn framed(message: &str) -> String {
 
 fn run(s: &Sandbox, identity: &str, command: &str, stdin: &[u8]) -> Run {
     s.shell(&[identity], Some(command)).stdin(stdin).run()
-}
-
-fn data_for(project: &str, endpoints: [&str; 2], gl_id: Option<&str>) -> serde_json::Value {
-    let mut data = json!({
-        "api_endpoints": endpoints,
-        "gl_username": "alice",
-        "primary_repo": format!("http://primary.example.com/{project}.git"),
-        "request_headers": null,
-        "geo_proxy_direct_to_primary": false,
-        "geo_proxy_fetch_direct_to_primary": false,
-        "geo_proxy_fetch_direct_to_primary_with_options": false,
-        "geo_proxy_fetch_ssh_direct_to_primary": false,
-        "geo_proxy_push_ssh_direct_to_primary": false,
-    });
-    if let Some(id) = gl_id {
-        data["gl_id"] = json!(id);
-    }
-    data
-}
-
-#[test]
-fn base64_helper() {
-    assert_eq!(b64(b"0000"), "MDAwMA==");
-    assert_eq!(b64(b"ab"), "YWI=");
-    assert_eq!(b64(b"abc"), "YWJj");
-}
-
-#[test]
-fn push_through_the_primary_with_a_key() {
-    let s = sandbox("geo-push-key");
-    let command = pkt(&format!(
-        "{} {} refs/heads/main\0report-status side-band-64k",
-        "a".repeat(40),
-        "b".repeat(40)
-    ));
-    let mut stdin = format!("{command}0000").into_bytes();
-    stdin.extend_from_slice(b"PACK\x00\x00\x00\x02pack bytes \xff\xfe");
-    let r = run(&s, "key-1", "git-receive-pack group/geo", &stdin);
-    r.assert_success()
-        .assert_stdout("<refs for receive-pack><report-status>")
-        .assert_stderr(info_block(GEO_MESSAGE));
-
-    let calls = s.api().requests_to("receive_pack");
-    assert_eq!(calls.len(), 2, "{calls:?}");
-    let (info, push) = (&calls[0], &calls[1]);
-    assert_eq!(
-        info.path,
-        "/api/v4/geo/proxy_git_ssh/info_refs_receive_pack"
-    );
-    assert_eq!(push.path, "/api/v4/geo/proxy_git_ssh/receive_pack");
-    let endpoints = [
-        "/api/v4/geo/proxy_git_ssh/info_refs_receive_pack",
-        "/api/v4/geo/proxy_git_ssh/receive_pack",
-    ];
-    let mut data = data_for("group/geo", endpoints, Some("key-1"));
-    data["request_headers"] = json!({ "Authorization": "Bearer primary-token" });
-    assert_eq!(
-        info.body,
-        json!({ "secret_token": null, "data": data, "output": null })
-    );
-    assert_eq!(
-        push.body,
-        json!({ "secret_token": null, "data": data, "output": b64(&stdin) })
-    );
-    for call in [info, push] {
-        assert_eq!(call.method, "POST");
-        assert_eq!(call.header("content-type"), Some("application/json"));
-        assert_eq!(call.header("user-agent"), Some("GitLab-Shell"));
-        assert!(call.header("gitlab-shell-api-request").is_some());
-    }
-}
-
-#[test]
-fn push_of_deletions_only_sends_no_pack() {
-    let s = sandbox("geo-push-delete");
-    let command = pkt(&format!(
-        "{} {} refs/heads/gone\0report-status",
-        "a".repeat(40),
-        "0".repeat(40)
-    ));
-    let stdin = format!("{command}0000");
-    run(&s, "key-1", "git-receive-pack group/geo", stdin.as_bytes()).assert_success();
-    let push = s.api().requests_to("/proxy_git_ssh/receive_pack");
-    assert_eq!(push[0].body["output"], json!(b64(stdin.as_bytes())));
-}
-
-#[test]
-fn pull_through_the_primary_with_a_username() {
-    let s = sandbox("geo-pull-username");
-    let negotiation = format!(
-        "{}{}0000{}",
-        pkt(&format!(
-            "want {} multi_ack side-band-64k\n",
-            "c".repeat(40)
-        )),
-        pkt(&format!("want {}\n", "d".repeat(40))),
-        pkt(&format!("have {}\n", "e".repeat(40))),
-    );
-    let sent = format!("{negotiation}0009done\n");
-    // Bytes after `done` are not part of the request.
-    let stdin = format!("{sent}0000");
-    let r = run(
-        &s,
-        "username-alice",
-        "git-upload-pack group/geo-pull",
-        stdin.as_bytes(),
-    );
-    r.assert_success()
-        .assert_stdout("<refs for upload-pack><packfile>")
-        .assert_stderr("");
-    let calls = s.api().requests_to("upload_pack");
-    assert_eq!(calls.len(), 2, "{calls:?}");
-    let endpoints = [
-        "/api/v4/geo/proxy_git_ssh/info_refs_upload_pack",
-        "/api/v4/geo/proxy_git_ssh/upload_pack",
-    ];
-    // `who` for a username is /allowed's top-level gl_id, which a Geo 300 answer does not carry:
-    // GitLab Shell then drops `gl_id` from the data (omitempty) even though the payload had one.
-    let data = data_for("group/geo-pull", endpoints, None);
-    assert_eq!(
-        calls[0].body,
-        json!({ "secret_token": null, "data": data, "output": null })
-    );
-    assert_eq!(
-        calls[1].body,
-        json!({ "secret_token": null, "data": data, "output": b64(sent.as_bytes()) })
-    );
-    let allowed = s.api().requests_to("/allowed");
-    assert_eq!(allowed[0].body["username"], "alice");
-    assert_eq!(allowed[0].body["action"], "git-upload-pack");
-}
-
-#[test]
-fn primary_api_error_is_framed() {
-    let s = sandbox("geo-api-error");
-    s.api().set_fault(
-        "/api/v4/geo/proxy_git_ssh/receive_pack",
-        Fault::Status(403, String::new()),
-    );
-    let stdin = format!(
-        "{}0000",
-        pkt(&format!(
-            "{} {} refs/heads/main\0",
-            "a".repeat(40),
-            "b".repeat(40)
-        ))
-    );
-    let r = run(&s, "key-1", "git-receive-pack group/geo", stdin.as_bytes());
-    r.assert_code(1)
-        .assert_stdout("<refs for receive-pack>")
-        .assert_stderr(format!(
-            "{}{}",
-            info_block(GEO_MESSAGE),
-            framed("Internal API error (403)")
-        ));
-}
-
-#[test]
-fn empty_api_endpoints_is_an_error() {
-    let s = sandbox("geo-empty");
-    run(&s, "key-1", "git-upload-pack group/geo-empty", b"")
-        .assert_code(1)
-        .assert_stdout("")
-        .assert_stderr(framed("custom action error: Empty API endpoints"));
 }
 
 // --- Direct-to-primary flow (behaviour §6.2) --------------------------------------------------
@@ -294,8 +74,10 @@ fn direct_push_over_smart_http() {
     let s = direct_sandbox(
         "geo-direct-push",
         "group/geo.git",
+        // The v14.45.0 switches and endpoints no longer matter: a 300 always goes direct.
         json!({
-            "geo_proxy_direct_to_primary": true,
+            "api_endpoints": ["/api/v4/geo/proxy_git_ssh/info_refs_receive_pack"],
+            "geo_proxy_direct_to_primary": false,
             "request_headers": { "Authorization": "Bearer primary-token" },
         }),
     );
@@ -335,21 +117,18 @@ fn direct_push_over_smart_http() {
         push[0].header("accept"),
         Some("application/x-git-receive-pack-result")
     );
-    assert!(s.api().requests_to("proxy_git_ssh/receive_pack").is_empty());
+    assert!(s.api().requests_to("proxy_git_ssh").is_empty());
 }
 
 #[test]
-fn direct_fetch_over_smart_http_with_options() {
-    let s = direct_sandbox(
-        "geo-direct-fetch",
-        "group/geo.git",
-        json!({
-            "geo_proxy_fetch_direct_to_primary": true,
-            "geo_proxy_fetch_direct_to_primary_with_options": true,
-        }),
-    );
+fn direct_fetch_over_smart_http_ends_the_request_at_done() {
+    let s = direct_sandbox("geo-direct-fetch", "group/geo.git", json!({}));
     let want = pkt(&format!("want {} side-band-64k\n", "c".repeat(40)));
-    let stdin = format!("{want}0000{}", pkt("have x\n"));
+    let stdin = format!(
+        "{want}0000{}0009done\n{}",
+        pkt("have x\n"),
+        pkt("after done\n")
+    );
     run(
         &s,
         "username-alice",
@@ -361,7 +140,10 @@ fn direct_fetch_over_smart_http_with_options() {
     let fetch = s
         .api()
         .requests_to("/primary/group/geo.git/git-upload-pack");
-    assert_eq!(fetch[0].body, json!(format!("{want}00000009done\n")));
+    assert_eq!(
+        fetch[0].body,
+        json!(format!("{want}0000{}0009done\n", pkt("have x\n")))
+    );
     assert_eq!(
         fetch[0].header("content-type"),
         Some("application/x-git-upload-pack-request")
@@ -374,7 +156,6 @@ fn direct_fetch_over_ssh_http_sends_git_protocol() {
         "geo-direct-ssh",
         "group/geo.git",
         json!({
-            "geo_proxy_fetch_direct_to_primary": true,
             "geo_proxy_fetch_ssh_direct_to_primary": true,
             "request_headers": { "Authorization": "Bearer t" },
         }),
@@ -396,11 +177,39 @@ fn direct_fetch_over_ssh_http_sends_git_protocol() {
 }
 
 #[test]
+fn ssh_fetch_closes_the_body_after_done_with_a_flush() {
+    // GitLab Shell 14.57.2: the body ends once the negotiation is over, so the primary's
+    // request-body timeout cannot cut a long transfer; protocol v2 needs the added flush.
+    let s = direct_sandbox(
+        "geo-direct-ssh-done",
+        "group/geo.git",
+        json!({ "geo_proxy_fetch_ssh_direct_to_primary": true }),
+    );
+    let negotiation = format!(
+        "{}{}0001{}0009done\n",
+        pkt("command=fetch\n"),
+        pkt("agent=git/2\n"),
+        pkt(&format!("want {}\n", "d".repeat(40)))
+    );
+    let stdin = format!("{negotiation}0000{}", pkt("never sent\n"));
+    s.shell(&["key-1"], Some("git-upload-pack group/geo"))
+        .env("GIT_PROTOCOL", "version=2")
+        .stdin(stdin.as_bytes())
+        .run()
+        .assert_success()
+        .assert_stdout("<ssh-upload-pack result>");
+    let calls = s
+        .api()
+        .requests_to("/primary/group/geo.git/ssh-upload-pack");
+    assert_eq!(calls[0].body, json!(format!("{negotiation}0000")));
+}
+
+#[test]
 fn direct_push_over_ssh_http() {
     let s = direct_sandbox(
         "geo-direct-ssh-push",
         "group/geo.git",
-        json!({ "geo_proxy_direct_to_primary": true, "geo_proxy_push_ssh_direct_to_primary": true }),
+        json!({ "geo_proxy_push_ssh_direct_to_primary": true }),
     );
     run(&s, "key-1", "git-receive-pack group/geo", b"0000")
         .assert_success()
@@ -429,11 +238,7 @@ fn direct_flow_errors_are_framed() {
         ),
     ];
     for (i, (primary, message)) in cases.into_iter().enumerate() {
-        let s = direct_sandbox(
-            &format!("geo-direct-error-{i}"),
-            primary,
-            json!({ "geo_proxy_fetch_direct_to_primary": true }),
-        );
+        let s = direct_sandbox(&format!("geo-direct-error-{i}"), primary, json!({}));
         run(&s, "key-1", "git-upload-pack group/geo", b"0000")
             .assert_code(1)
             .assert_stdout("")

@@ -448,7 +448,6 @@ fn behaviour_md_quotes_every_user_visible_message() {
         m::pat_invalid_ttl("<raw>"),
         m::invalid_key_id("<id>"),
         m::invalid_value("<value>"),
-        gitlab_shell::command::custom_action::EMPTY_API_ENDPOINTS.into(),
         gitlab_shell::api::geo_git::REPO_UNAVAILABLE.into(),
         gitlab_shell::keyline::SSH_OPTIONS.into(),
         // `messages::FAILED_TO_CREATE_COMMAND` is defined but never printed.

@@ -546,11 +546,12 @@ fn empty_api_message_prints_nothing_but_fails() {
 }
 
 #[test]
-fn geo_custom_action_without_endpoints() {
+fn geo_custom_action_without_a_primary_is_unavailable() {
+    // 14.56.1: a 300 always goes to `primary_repo`; the old `api_endpoints` are not read.
     let s = sandbox();
     shell(&s, &["key-1"], Some("git-upload-pack group/geo"), b"")
         .assert_code(1)
-        .assert_stderr(framed("custom action error: Empty API endpoints"));
+        .assert_stderr(framed("Remote repository is unavailable"));
 }
 
 #[test]

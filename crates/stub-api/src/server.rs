@@ -489,6 +489,21 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, DropConnection> {
     let (parts, incoming) = req.into_parts();
+    // A primary that refuses answers before the request body is over, as a real one refusing
+    // authentication does (the Geo relay must not wait for a client that is still sending).
+    if parts.uri.path().starts_with("/primary/") && parts.uri.path().contains("/fail-with-body/") {
+        shared.record(RecordedRequest {
+            method: parts.method.as_str().to_owned(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().unwrap_or("").to_owned(),
+            headers: Vec::new(),
+            body: Value::Null,
+        });
+        return Ok(
+            crate::primary::respond(parts.method.as_str(), parts.uri.path(), "")
+                .unwrap_or_else(|| json_response(500, Vec::new())),
+        );
+    }
     let bytes = axum::body::to_bytes(Body::new(incoming), MAX_BODY)
         .await
         .unwrap_or_default();

@@ -8,9 +8,9 @@
 //! or that same message when the body is empty.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
 
-use reqwest::blocking::{Body, Client as HttpClient, RequestBuilder, Response};
+use reqwest::blocking::{Client as HttpClient, RequestBuilder, Response};
 
 /// Text shown when the primary cannot be reached or fails without a body.
 pub const REPO_UNAVAILABLE: &str = "Remote repository is unavailable";
@@ -67,21 +67,69 @@ impl Client {
         self.smart_http("git-upload-pack", body)
     }
 
-    /// `POST <repo>/ssh-receive-pack` or `/ssh-upload-pack` with the client's raw stdin as the
-    /// (streamed) body and `Git-Protocol`.
+    /// `POST <repo>/ssh-receive-pack` or `/ssh-upload-pack` with `Git-Protocol`: `body` (the
+    /// client's input) is streamed as the request body while the response streams to `out`, at
+    /// the same time — the primary answers the upload-pack advertisement before the client has
+    /// said anything. An error answer ends the call at once, even while the client's input is
+    /// still open (GitLab Shell !1569); the thread reading `body` then ends with that input.
     pub fn ssh_pack(
         &self,
         service: &str,
-        stdin: Box<dyn Read + Send>,
+        body: Box<dyn Read + Send>,
         git_protocol: &str,
-    ) -> Result<Response, Error> {
+        out: &mut dyn Write,
+    ) -> Result<(), Error> {
         let url = format!("{}/ssh-{}", self.url, service.trim_start_matches("git-"));
-        let req = self
-            .http
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error(e.to_string()))?;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(|e| Error(e.to_string()))?;
+        let mut req = http
             .post(url)
             .header("Git-Protocol", git_protocol)
-            .body(Body::new(stdin));
-        self.send(req)
+            .body(reqwest::Body::wrap_stream(stream_of(body)));
+        for (k, v) in self.headers() {
+            req = req.header(k, v);
+        }
+        let resp = runtime.block_on(req.send()).map_err(|e| {
+            tracing::error!(error = %e, "geo: primary unreachable");
+            Error(REPO_UNAVAILABLE.to_owned())
+        })?;
+        if resp.status().as_u16() >= 400 {
+            return Err(match runtime.block_on(resp.bytes()) {
+                Ok(body) if !body.is_empty() => Error(String::from_utf8_lossy(&body).into_owned()),
+                _ => Error(REPO_UNAVAILABLE.to_owned()),
+            });
+        }
+        let mut resp = resp;
+        loop {
+            let chunk = runtime.block_on(resp.chunk()).map_err(|e| {
+                tracing::error!(error = %e, "geo: primary response cut off");
+                Error(REPO_UNAVAILABLE.to_owned())
+            })?;
+            let Some(chunk) = chunk else { break };
+            out.write_all(&chunk)
+                .and_then(|()| out.flush())
+                .map_err(|e| Error(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The headers every request carries: the payload's, then ours.
+    fn headers(&self) -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        all.push(("User-Agent".into(), "GitLab-Shell".into()));
+        all.push(("X-Request-ID".into(), self.correlation_id.clone()));
+        all.push(("Connection".into(), "close".into()));
+        all
     }
 
     fn smart_http(&self, service: &str, body: Vec<u8>) -> Result<Response, Error> {
@@ -95,13 +143,9 @@ impl Client {
     }
 
     fn send(&self, mut req: RequestBuilder) -> Result<Response, Error> {
-        for (k, v) in &self.headers {
-            req = req.header(k.as_str(), v.as_str());
+        for (k, v) in self.headers() {
+            req = req.header(k, v);
         }
-        let req = req
-            .header("User-Agent", "GitLab-Shell")
-            .header("X-Request-ID", &self.correlation_id)
-            .header("Connection", "close");
         let resp = req.send().map_err(|e| {
             tracing::error!(error = %e, "geo: primary unreachable");
             Error(REPO_UNAVAILABLE.to_owned())
@@ -114,4 +158,31 @@ impl Client {
             _ => Err(Error(REPO_UNAVAILABLE.to_owned())),
         }
     }
+}
+
+/// Bytes asked of the client per read while streaming a request body.
+const BODY_CHUNK: usize = 32 * 1024;
+
+/// A request body fed by a thread that reads `input` (blocking) and hands each chunk over
+/// through a small bounded channel; the thread stops at end of input or once the request is gone.
+fn stream_of(
+    mut input: Box<dyn Read + Send>,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<bytes::Bytes>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; BODY_CHUNK];
+        loop {
+            let chunk = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => Ok(bytes::Bytes::copy_from_slice(&buf[..n])),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            let failed = chunk.is_err();
+            if tx.blocking_send(chunk).is_err() || failed {
+                break;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }

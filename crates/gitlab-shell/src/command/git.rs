@@ -8,7 +8,7 @@
 use gitaly_client::{CallMeta, Stdio, Target, proto};
 
 use crate::api::{self, allowed::Access, git_audit_event};
-use crate::command::{Context, access, custom_action};
+use crate::command::{Context, access, geo};
 use crate::error::Error;
 use crate::io::Io;
 
@@ -85,7 +85,7 @@ fn prepare(ctx: &Context<'_>, action: &str, io: &mut Io) -> Result<Option<Prepar
     let client = ctx.api()?;
     let access = access::verify(ctx, &client, action, &words[1], io)?;
     if access.is_custom_action() {
-        custom_action::run(ctx, &client, &access, action, io)?;
+        geo::run(ctx, &access, action, io)?;
         return Ok(None);
     }
     let r = &access.response;

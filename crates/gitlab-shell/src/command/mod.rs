@@ -12,7 +12,6 @@
 pub mod access;
 pub mod authorized_keys;
 pub mod authorized_principals;
-pub mod custom_action;
 pub mod discover;
 pub mod geo;
 pub mod git;
