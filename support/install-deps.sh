@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system programs the tests, the demo and the benchmark need, when they are missing:
-# git, OpenSSH (server and client), git-lfs, haproxy and GNU time. Uses apt-get when run as root on
+# git, OpenSSH (server and client), git-lfs, haproxy, GNU time, and for the Geo tests' primary
+# nginx, fcgiwrap (git http-backend), pv and python3. Uses apt-get when run as root on
 # a Debian/Ubuntu machine; otherwise it only says what is missing. The Rust toolchain itself
 # (cargo) is expected to be installed already (https://rustup.rs).
 set -euo pipefail
@@ -14,6 +15,10 @@ declare -A wanted=(
   [git-lfs]=git-lfs
   [haproxy]=haproxy
   [/usr/bin/time]=time
+  [nginx]=nginx-light
+  [fcgiwrap]=fcgiwrap
+  [pv]=pv
+  [python3]=python3
 )
 
 have() {
@@ -37,7 +42,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 if ((${#missing[@]} == 0)); then
-  echo "install-deps: all present (git, openssh-server, openssh-client, git-lfs, haproxy, time)"
+  echo "install-deps: all present (git, openssh-server, openssh-client, git-lfs, haproxy, time, nginx, fcgiwrap, pv, python3)"
   exit 0
 fi
 

@@ -8,6 +8,7 @@ mod authorized_principals_check;
 mod check;
 mod faults;
 mod geo;
+mod geo_primary;
 mod git_over_ssh;
 mod hostile_corpus;
 mod hostile_inputs;

@@ -58,8 +58,9 @@ impl SshdConfig {
     }
 }
 
-/// Runs `"$0" "$@"` (sshd) in the background and kills it by PID when stdin reaches EOF.
-const WATCHDOG: &str = r#"exec 3<&0
+/// Runs `"$0" "$@"` (sshd, or any test server) under a watchdog: when the parent (the test process) goes away for any
+/// reason, its end of stdin closes and the watchdog kills the program by its PID.
+pub const WATCHDOG: &str = r#"exec 3<&0
 "$0" "$@" &
 pid=$!
 (read -r _ <&3; kill "$pid" 2>/dev/null) &
