@@ -23,6 +23,7 @@ pub fn run(ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
         stdin: io.take_stdin(),
         stdout: &mut *io.stdout,
         stderr: &mut *io.stderr,
+        cancel: io.cancel.clone(),
     };
     gitaly_client::upload_archive(
         &git::target(access),

@@ -25,6 +25,7 @@ pub fn run(ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
         stdin: io.take_stdin(),
         stdout: &mut *io.stdout,
         stderr: &mut *io.stderr,
+        cancel: io.cancel.clone(),
     };
     let stats = gitaly_client::upload_pack(
         &git::target(access),
