@@ -48,8 +48,14 @@ where
                 biased;
                 () = watched.cancelled() => Err(Error::cancelled()),
                 result = async {
+                    let dialled = tokio::time::Instant::now();
                     let conn = connection::connect(&address).await?;
-                    body(conn, stdin, out).await
+                    // A Gitaly that accepted and stays silent fails like a dial timeout.
+                    let heard = conn.heard.clone();
+                    tokio::select! {
+                        result = body(conn, stdin, out) => result,
+                        e = heard.unless_heard_by(dialled + connection::DIAL_TIMEOUT) => Err(e),
+                    }
                 } => result,
             }
         })

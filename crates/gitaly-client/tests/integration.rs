@@ -1338,3 +1338,55 @@ fn a_blocked_stdout_does_not_stall_the_connection() {
     assert!(stdout.data == data[..32 * 1024]);
     assert_eq!(server.seen()[0].chunks.iter().sum::<usize>(), data.len());
 }
+
+/// A peer that accepts connections, reads whatever comes and never answers.
+fn black_hole() -> (u16, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        // Two connections (one per test call), each drained until the client hangs up.
+        for _ in 0..2 {
+            let Ok((socket, _)) = listener.accept() else {
+                return;
+            };
+            held.push(std::thread::spawn(move || {
+                let mut socket = socket;
+                let _ = io::copy(&mut socket, &mut io::sink());
+            }));
+        }
+        for h in held {
+            let _ = h.join();
+        }
+    });
+    (port, handle)
+}
+
+#[test]
+fn a_silent_tcp_gitaly_and_a_tls_black_hole_give_up_after_20_seconds() {
+    let (port, server) = black_hole();
+    let calls: Vec<_> = ["tcp", "tls"]
+        .into_iter()
+        .map(|scheme| {
+            let target = Target {
+                address: format!("{scheme}://127.0.0.1:{port}"),
+                token: TOKEN.to_owned(),
+            };
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let (result, _) = upload_pack(&target, "hello", Box::new(io::empty()));
+                (scheme, started.elapsed(), result.map_err(|e| e.to_string()))
+            })
+        })
+        .collect();
+    for call in calls {
+        let (scheme, took, result) = call.join().unwrap();
+        assert_eq!(result, Err(UNAVAILABLE.to_owned()), "{scheme}");
+        assert!(
+            took >= Duration::from_secs(19) && took < Duration::from_secs(26),
+            "{scheme}: gave up after {took:?}"
+        );
+        eprintln!("{scheme}: gave up after {took:?}");
+    }
+    server.join().unwrap();
+}
