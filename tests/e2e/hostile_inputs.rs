@@ -912,8 +912,10 @@ fn peer_api_nulls_decode_as_zero_values_and_arrays_are_no_answer() {
 
     s.api().set_fault(
         "/api/v4/internal/personal_access_token",
-        json_body(&serde_json::json!({"success": true, "token": "glpat-e2e-token",
-            "scopes": ["api"], "expires_at": null, "message": null})),
+        json_body(
+            &serde_json::json!({"success": true, "token": "glpat-e2e-token",
+            "scopes": ["api"], "expires_at": null, "message": null}),
+        ),
     );
     s.shell(&["key-1"], Some("personal_access_token mytoken api"))
         .run()
@@ -966,8 +968,11 @@ struct RawPeer {
 impl RawPeer {
     fn start(answer: Vec<u8>, hold: Duration) -> RawPeer {
         use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1: {e}"));
+        let port = listener
+            .local_addr()
+            .map_or_else(|e| panic!("no local address: {e}"), |a| a.port());
         let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (count, log) = (connections.clone(), seen.clone());
@@ -1151,7 +1156,10 @@ fn peer_lfs_batch_flood_is_refused_with_bounded_memory() {
         .arg(s.bin("gitlab-shell"))
         .arg("key-1")
         .env("SSH_CONNECTION", test_support::sandbox::SSH_CONNECTION)
-        .env("SSH_ORIGINAL_COMMAND", "git-lfs-transfer group/repo download")
+        .env(
+            "SSH_ORIGINAL_COMMAND",
+            "git-lfs-transfer group/repo download",
+        )
         .stdin(flood)
         .timeout(Duration::from_secs(120))
         .run();
@@ -1197,9 +1205,8 @@ fn peer_log_file_is_0644_under_umask_000_and_an_unusable_one_stays_off_the_termi
         .run()
         .assert_success()
         .assert_stdout("Welcome to GitLab, @alice!\n");
-    let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&log).unwrap().permissions(),
-    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&log).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o644);
 
     // A log file that cannot be opened: through the real sshd, the user sees only the welcome.

@@ -313,7 +313,8 @@ mod tests {
         assert!(!configure_with_syslog(&config, "cid", &socket).active);
         let n = syslog.recv(&mut buf).unwrap();
         assert!(
-            String::from_utf8_lossy(&buf[..n]).ends_with("Unable to configure logging: no logfile specified")
+            String::from_utf8_lossy(&buf[..n])
+                .ends_with("Unable to configure logging: no logfile specified")
         );
 
         // No syslog listening: nothing happens (and nothing is printed anywhere).

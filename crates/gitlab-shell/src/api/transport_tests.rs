@@ -78,14 +78,15 @@ fn redirects_are_refused_and_no_credential_reaches_the_other_host() {
         let location = format!("http://localhost:{other}/api/v4/internal/discover?key_id=1");
         let redirect = location.clone();
         let (port, seen) = serve(move |_| {
-            format!(
-                "HTTP/1.1 {status} Moved\r\nLocation: {redirect}\r\nContent-Length: 0\r\n\r\n"
-            )
-            .into_bytes()
+            format!("HTTP/1.1 {status} Moved\r\nLocation: {redirect}\r\nContent-Length: 0\r\n\r\n")
+                .into_bytes()
         });
-        let c = client(port, "http_settings:\n  user: apiuser\n  password: hunter2\n");
-        let err = discover::get_by_identity(&c, &crate::args::Identity::KeyId("1".into()))
-            .unwrap_err();
+        let c = client(
+            port,
+            "http_settings:\n  user: apiuser\n  password: hunter2\n",
+        );
+        let err =
+            discover::get_by_identity(&c, &crate::args::Identity::KeyId("1".into())).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("Internal API returned redirect ({status}) to \"{location}\"")
@@ -172,7 +173,10 @@ fn allowed_with_every_field_null_decodes_to_zero_values() {
         .unwrap();
     let r = reply.body;
     assert!(r.status);
-    assert_eq!((r.gl_key_id, r.gl_project_id, r.gl_root_namespace_id), (0, 0, 0));
+    assert_eq!(
+        (r.gl_key_id, r.gl_project_id, r.gl_root_namespace_id),
+        (0, 0, 0)
+    );
     assert_eq!(r.gitaly.repository.relative_path, "x.git");
     assert_eq!(r.gitaly.address, "unix:/g.sock");
     assert!(r.gitaly.token.is_empty() && r.gl_console_messages.is_empty());
@@ -181,7 +185,9 @@ fn allowed_with_every_field_null_decodes_to_zero_values() {
 #[test]
 fn pat_discover_and_recovery_code_nulls() {
     let (port, _seen) = serve(|_| {
-        json_answer(r#"{"success":true,"token":"glpat-x","scopes":["api"],"expires_at":null,"message":null}"#)
+        json_answer(
+            r#"{"success":true,"token":"glpat-x","scopes":["api"],"expires_at":null,"message":null}"#,
+        )
     });
     let request = personal_access_token::Request {
         user: super::UserRef {
@@ -196,16 +202,16 @@ fn pat_discover_and_recovery_code_nulls() {
     assert_eq!((r.token.as_str(), r.expires_at), ("glpat-x", None));
 
     let (port, _seen) = serve(|_| json_answer(r#"{"id":1,"name":null,"username":"alice"}"#));
-    let who = discover::get_by_identity(
-        &client(port, ""),
-        &crate::args::Identity::KeyId("1".into()),
-    )
-    .unwrap();
-    assert_eq!((who.id, who.name.as_str(), who.username.as_str()), (1, "", "alice"));
+    let who =
+        discover::get_by_identity(&client(port, ""), &crate::args::Identity::KeyId("1".into()))
+            .unwrap();
+    assert_eq!(
+        (who.id, who.name.as_str(), who.username.as_str()),
+        (1, "", "alice")
+    );
 
-    let (port, _seen) = serve(|_| {
-        json_answer(r#"{"success":true,"recovery_codes":["a","b"],"message":null}"#)
-    });
+    let (port, _seen) =
+        serve(|_| json_answer(r#"{"success":true,"recovery_codes":["a","b"],"message":null}"#));
     let codes = super::two_factor_recovery_codes::generate(
         &client(port, ""),
         &super::UserRef {

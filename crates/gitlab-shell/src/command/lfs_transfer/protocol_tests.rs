@@ -466,7 +466,10 @@ impl Read for Flood {
 fn a_batch_flood_without_flush_is_cut_off_at_the_line_limit() {
     for (line_len, expected) in [
         (10, "more than 20000 lines".to_owned()),
-        (60_000, format!("more than {MAX_REQUEST_BYTES} bytes of lines")),
+        (
+            60_000,
+            format!("more than {MAX_REQUEST_BYTES} bytes of lines"),
+        ),
     ] {
         let mut b = MemBackend::default();
         let mut input = Flood::new(line_len);
