@@ -142,8 +142,10 @@ impl World {
         let _ = client.wait();
 
         let shells = procs::wait_until_gone(&bin, "gitlab-shell", GONE_WITHIN);
+        let shell_took = killed.elapsed();
         let left = procs::wait_until_gone(&storage, "git", GONE_WITHIN);
         let took = killed.elapsed();
+        eprintln!("{server_process}: gitlab-shell gone after {shell_took:?}, git after {took:?}");
         assert!(
             shells.is_empty(),
             "gitlab-shell left behind {took:?} after the client was killed: {shells:#?}"
