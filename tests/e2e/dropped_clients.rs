@@ -114,7 +114,7 @@ impl World {
     /// transfer run into the stall, kills the client's group and checks everything of the
     /// session is gone within [`GONE_WITHIN`]. Returns how long that took.
     #[track_caller]
-    fn cut_off(&self, mut client: Spawned, server_process: &str) -> Duration {
+    fn cut_off(&self, mut client: Spawned, server_process: &str) -> (Duration, Duration) {
         let storage = self.sandbox.storage().to_path_buf();
         let bin = self.sandbox.root().join("bin");
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -145,7 +145,6 @@ impl World {
         let shell_took = killed.elapsed();
         let left = procs::wait_until_gone(&storage, "git", GONE_WITHIN);
         let took = killed.elapsed();
-        eprintln!("{server_process}: gitlab-shell gone after {shell_took:?}, git after {took:?}");
         assert!(
             shells.is_empty(),
             "gitlab-shell left behind {took:?} after the client was killed: {shells:#?}"
@@ -154,11 +153,11 @@ impl World {
             left.is_empty(),
             "git left behind {took:?} after the client was killed: {left:#?}"
         );
-        took
+        (shell_took, took)
     }
 }
 
-fn clone_cut_off(version: &str) -> Vec<Duration> {
+fn clone_cut_off(version: &str) -> Vec<(Duration, Duration)> {
     let w = world(&format!("drop-clone-v{version}"));
     let wrapper = w.stalling_ssh("read", 1 << 20);
     let work = w.sandbox.work_dir("clones");
@@ -179,13 +178,13 @@ fn clone_cut_off(version: &str) -> Vec<Duration> {
 #[test]
 fn clone_v0_cut_off_leaves_nothing_behind() {
     let times = clone_cut_off("0");
-    eprintln!("clone v0: gone after {times:?}");
+    eprintln!("clone v0: (gitlab-shell gone, all gone) after {times:?}");
 }
 
 #[test]
 fn clone_v2_cut_off_leaves_nothing_behind() {
     let times = clone_cut_off("2");
-    eprintln!("clone v2: gone after {times:?}");
+    eprintln!("clone v2: (gitlab-shell gone, all gone) after {times:?}");
 }
 
 #[test]
@@ -211,7 +210,7 @@ fn archive_cut_off_leaves_nothing_behind() {
         );
         times.push(w.cut_off(client, "upload-archive"));
     }
-    eprintln!("archive: gone after {times:?}");
+    eprintln!("archive: (gitlab-shell gone, all gone) after {times:?}");
 }
 
 #[test]
@@ -233,5 +232,5 @@ fn push_cut_off_leaves_nothing_behind() {
         times.push(w.cut_off(client, "receive-pack"));
     }
     assert_eq!(git.refs(&w.sandbox.repo_path("group/big")), before);
-    eprintln!("push: gone after {times:?}");
+    eprintln!("push: (gitlab-shell gone, all gone) after {times:?}");
 }
