@@ -808,3 +808,414 @@ fn garbage_pkt_line_streams_end_cleanly() {
     assert!(left.is_empty(), "git left behind: {left:#?}");
     crate::secrets_scan::assert_log_clean(&s.log(), &[]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile peers (issue 16): what the internal API, Gitaly and a git-lfs-transfer client may do.
+//
+// | peer                                                   | expected (test)                         |
+// |--------------------------------------------------------|-----------------------------------------|
+// | `/allowed` with every field `null` (personal snippet)  | clone works (`peer_api_nulls_…`)        |
+// | `/personal_access_token` with `message: null`          | the token is printed                    |
+// | `/discover` with `name: null`                          | the welcome                             |
+// | `/two_factor_recovery_codes` with `message: null`      | the codes                               |
+// | `/authorized_keys` answering a JSON array              | `# No key was found`                    |
+// | a body that stalls after the headers                   | `parsing failed`, read once (`…_stall…`)|
+// | 301/302/303/307/308 to another host, Basic auth set    | refused, nothing reaches the other host |
+// | a `tcp://` Gitaly that accepts and stays silent        | Unavailable after 20 s (`…_gitaly…`)    |
+// | a `tls://` Gitaly that never finishes the handshake    | Unavailable after 20 s                  |
+// | an LFS `batch` followed by endless lines, no flush     | status 400, RSS bounded (`…_lfs…`)      |
+// | log file created under umask 000                       | mode 0644 (`…_log_file…`)               |
+// | log file that cannot be opened                         | nothing on the SSH client's terminal    |
+// ---------------------------------------------------------------------------------------------
+
+const PEER_FIXTURE: &str = r#"
+users:
+  - { id: 1, username: alice, name: Alice }
+projects:
+  - { path: group/repo, id: 1, members: { alice: admin } }
+"#;
+
+const GITALY_DOWN: &str = "rpc error: code = Unavailable desc = The git server, Gitaly, is not available at this time. Please contact your administrator.";
+
+fn peer_sandbox(name: &str, extra: &str) -> (Sandbox, test_support::ClientKey) {
+    let mut builder = Sandbox::builder(name)
+        .fixture_yaml(PEER_FIXTURE)
+        .gitaly_token("")
+        .config_extra(extra);
+    let alice = builder.client_key("alice", 1, Some("alice"));
+    let s = builder
+        .seed(
+            "group/repo",
+            vec![test_support::Commit::new(
+                "main",
+                "first",
+                "README.md",
+                "hello\n",
+            )],
+        )
+        .build();
+    (s, alice)
+}
+
+fn json_body(v: &serde_json::Value) -> test_support::stub_api::Fault {
+    test_support::stub_api::Fault::Body(serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// Sets every member of `v` to `null` except those named in `keep` (recursing into `nested`).
+fn null_all(v: &mut serde_json::Value, keep: &[&str]) {
+    if let Some(map) = v.as_object_mut() {
+        for (k, value) in map.iter_mut() {
+            if !keep.contains(&k.as_str()) {
+                *value = serde_json::Value::Null;
+            }
+        }
+    }
+}
+
+#[test]
+fn peer_api_nulls_decode_as_zero_values_and_arrays_are_no_answer() {
+    let (s, alice) = peer_sandbox("peer-nulls", "");
+    let sshd = s.sshd();
+    // The genuine answer, then every field null but what a clone needs.
+    let reply = test_support::stub_api::api::respond(
+        &s.fixture(),
+        "POST",
+        "/api/v4/internal/allowed",
+        "",
+        &serde_json::json!({"action": "git-upload-pack", "project": "group/repo",
+            "key_id": "1", "protocol": "ssh", "changes": "_any"}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let mut allowed = reply.body;
+    null_all(&mut allowed, &["status", "gitaly"]);
+    allowed["gl_project_id"] = serde_json::Value::Null;
+    allowed["gl_root_namespace_id"] = serde_json::Value::Null;
+    null_all(&mut allowed["gitaly"], &["repository", "address"]);
+    null_all(
+        &mut allowed["gitaly"]["repository"],
+        &["storage_name", "relative_path"],
+    );
+    s.api()
+        .set_fault("/api/v4/internal/allowed", json_body(&allowed));
+    let work = s.work_dir("clones");
+    let run = s
+        .git_via(&sshd, &alice)
+        .current_dir(&work)
+        .args(["clone", &sshd.git_url("group/repo.git"), "repo"])
+        .run();
+    assert_eq!(run.code, 0, "{run}\n{}", s.log());
+    assert_eq!(
+        std::fs::read_to_string(work.join("repo/README.md")).unwrap_or_default(),
+        "hello\n"
+    );
+    s.api().clear_faults();
+
+    s.api().set_fault(
+        "/api/v4/internal/personal_access_token",
+        json_body(
+            &serde_json::json!({"success": true, "token": "glpat-e2e-token",
+            "scopes": ["api"], "expires_at": null, "message": null}),
+        ),
+    );
+    s.shell(&["key-1"], Some("personal_access_token mytoken api"))
+        .run()
+        .assert_success()
+        .assert_stdout_contains("Token:   glpat-e2e-token\n");
+
+    s.api().set_fault(
+        "/api/v4/internal/discover",
+        json_body(&serde_json::json!({"id": 1, "name": null, "username": "alice"})),
+    );
+    s.shell(&["key-1"], None)
+        .run()
+        .assert_success()
+        .assert_stdout("Welcome to GitLab, @alice!\n");
+
+    s.api().set_fault(
+        "/api/v4/internal/two_factor_recovery_codes",
+        json_body(&serde_json::json!({"success": true,
+            "recovery_codes": ["code-one", "code-two"], "message": null})),
+    );
+    s.shell(&["key-1"], Some("2fa_recovery_codes"))
+        .stdin(&b"yes\n"[..])
+        .run()
+        .assert_success()
+        .assert_stdout_contains("code-one\ncode-two\n");
+
+    s.api().set_fault(
+        "/api/v4/internal/authorized_keys",
+        test_support::stub_api::Fault::Body(br#"[7,"ssh-ed25519 AAAA"]"#.to_vec()),
+    );
+    let user = test_support::paths::current_user();
+    s.run(
+        "gitlab-shell-authorized-keys-check",
+        &[&user, &user, "AAAAC3NzaC1lZDI1NTE5AAAAIHostile"],
+        &[],
+        b"",
+    )
+    .assert_success()
+    .assert_stdout("# No key was found for AAAAC3NzaC1lZDI1NTE5AAAAIHostile\n");
+}
+
+/// A raw HTTP peer on 127.0.0.1: answers each connection with `answer`, then holds it open
+/// for `hold`; counts connections.
+struct RawPeer {
+    port: u16,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RawPeer {
+    fn start(answer: Vec<u8>, hold: Duration) -> RawPeer {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1: {e}"));
+        let port = listener
+            .local_addr()
+            .map_or_else(|e| panic!("no local address: {e}"), |a| a.port());
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (count, log) = (connections.clone(), seen.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answer = answer.clone();
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 65536];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if let Ok(mut l) = log.lock() {
+                        l.push(String::from_utf8_lossy(&got).into_owned());
+                    }
+                    let _ = conn.write_all(&answer);
+                    std::thread::sleep(hold);
+                });
+            }
+        });
+        RawPeer {
+            port,
+            connections,
+            seen,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// `config` (a `config.yml`) with `gitlab_url` replaced and `extra` appended.
+fn config_with_api(config: &str, gitlab_url: &str, extra: &str) -> String {
+    let mut out: String = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("gitlab_url:") {
+                format!("gitlab_url: \"{gitlab_url}\"\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    out.push_str(extra);
+    out
+}
+
+#[test]
+fn peer_api_stall_and_cross_host_redirects() {
+    let (s, _) = peer_sandbox("peer-stall", "");
+    let original = std::fs::read_to_string(s.root().join("config.yml")).unwrap_or_default();
+    let upload_pack = || {
+        s.shell(&["key-1"], Some("git-upload-pack group/repo"))
+            .stdin(&b"0000"[..])
+            .timeout(Duration::from_secs(60))
+    };
+
+    // Headers, then a body that never comes: read once within read_timeout, `parsing failed`.
+    let stall = RawPeer::start(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"status\":"
+            .to_vec(),
+        Duration::from_secs(30),
+    );
+    s.write_config(&config_with_api(
+        &original,
+        &format!("http://127.0.0.1:{}", stall.port),
+        "http_settings:\n  read_timeout: 2\n",
+    ));
+    let started = std::time::Instant::now();
+    let run = upload_pack().run();
+    let took = started.elapsed();
+    run.assert_code(1)
+        .assert_stdout("")
+        .assert_stderr(framed("parsing failed"));
+    assert_eq!(stall.connections(), 1, "a stalled body is not retried");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+
+    // Redirects to another host with Basic auth configured: refused, the other host never
+    // hears from us (so neither the credential nor the JWT leaves).
+    let other = RawPeer::start(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+        Duration::ZERO,
+    );
+    for status in [301u16, 302, 303, 307, 308] {
+        let location = format!("http://localhost:{}/api/v4/internal/allowed", other.port);
+        let redirect = RawPeer::start(
+            format!("HTTP/1.1 {status} Moved\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n")
+                .into_bytes(),
+            Duration::ZERO,
+        );
+        s.write_config(&config_with_api(
+            &original,
+            &format!("http://127.0.0.1:{}", redirect.port),
+            "http_settings:\n  user: apiuser\n  password: hunter2-secret\n",
+        ));
+        upload_pack()
+            .run()
+            .assert_code(1)
+            .assert_stdout("")
+            .assert_stderr(framed(&format!(
+                "Internal API returned redirect ({status}) to \"{location}\""
+            )));
+        assert_eq!(redirect.connections(), 1, "not retried");
+        let seen = redirect.seen.lock().map(|v| v.join("")).unwrap_or_default();
+        assert!(seen.contains("Authorization: Basic "), "{seen}");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(other.connections(), 0, "a request reached the other host");
+    s.write_config(&original);
+}
+
+#[test]
+fn peer_gitaly_silent_or_tls_black_hole_gives_up_after_20_seconds() {
+    let (s, _) = peer_sandbox("peer-gitaly", "");
+    // Accepts, reads, never answers (neither TLS nor HTTP/2).
+    let hole = RawPeer::start(Vec::new(), Duration::from_secs(60));
+    let runs: Vec<_> = ["tcp", "tls"]
+        .into_iter()
+        .map(|scheme| {
+            let port = hole.port;
+            let cmd = s
+                .shell(&["key-1"], Some("git-upload-pack group/repo"))
+                .stdin(&b"0000"[..])
+                .timeout(Duration::from_secs(60));
+            let address = format!("{scheme}://127.0.0.1:{port}");
+            (scheme, address, cmd)
+        })
+        .collect();
+    // One after the other would double the wait: both run at once, each with its own address.
+    let mut handles = Vec::new();
+    for (scheme, address, cmd) in runs {
+        s.api().set_gitaly(address, "");
+        let started = std::time::Instant::now();
+        let spawned = cmd.spawn();
+        // Let it fetch /allowed (with this address) before the next one changes it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while s.api().requests_to("/allowed").len() < handles.len() + 1
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        handles.push((scheme, started, spawned));
+    }
+    for (scheme, started, spawned) in handles {
+        let run = spawned.wait();
+        let took = started.elapsed();
+        run.assert_code(1)
+            .assert_stdout("")
+            .assert_stderr(framed(GITALY_DOWN));
+        assert!(
+            took >= Duration::from_secs(19) && took < Duration::from_secs(27),
+            "{scheme}: {took:?}"
+        );
+    }
+}
+
+#[test]
+fn peer_lfs_batch_flood_is_refused_with_bounded_memory() {
+    let (s, _) = peer_sandbox("peer-lfs-flood", "lfs:\n  pure_ssh_protocol: true\n");
+    let url = s.api().tcp_url();
+    s.api().update_fixture(|f| f.external_url = url);
+    // `batch`, a delimiter, then 64 MiB of pointer lines and no flush.
+    let mut flood = b"000abatch\n0001".to_vec();
+    let line = b"0011aaaaaaaaaa 1\n";
+    while flood.len() < 64 << 20 {
+        flood.extend_from_slice(line);
+    }
+    // GNU time reports the peak RSS (kB) of the process it runs as its last stderr line.
+    let run = test_support::Cmd::new("/usr/bin/time")
+        .args(["-f", "peak-rss-kb=%M"])
+        .arg(s.bin("gitlab-shell"))
+        .arg("key-1")
+        .env("SSH_CONNECTION", test_support::sandbox::SSH_CONNECTION)
+        .env(
+            "SSH_ORIGINAL_COMMAND",
+            "git-lfs-transfer group/repo download",
+        )
+        .stdin(flood)
+        .timeout(Duration::from_secs(120))
+        .run();
+    run.assert_code(1)
+        .assert_stdout_contains("status 400\n")
+        .assert_stdout_contains("error: request too large: more than 20000 lines\n");
+    let stderr = run.stderr_str();
+    let peak: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("peak-rss-kb="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in {stderr}"));
+    assert!(peak < 48 * 1024, "peak RSS {peak} kB");
+    eprintln!("lfs flood: peak RSS {peak} kB");
+}
+
+#[test]
+fn peer_log_file_is_0644_under_umask_000_and_an_unusable_one_stays_off_the_terminal() {
+    let (s, alice) = peer_sandbox("peer-log", "");
+    let log = s.root().join("fresh.log");
+    let original = std::fs::read_to_string(s.root().join("config.yml")).unwrap_or_default();
+    let with_log = |path: &str| {
+        original
+            .lines()
+            .map(|l| {
+                if l.starts_with("log_file:") {
+                    format!("log_file: \"{path}\"\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect::<String>()
+    };
+    s.write_config(&with_log(&log.display().to_string()));
+    test_support::Cmd::new("sh")
+        .args([
+            "-c",
+            "umask 000; exec \"$0\" \"$@\"",
+            &s.bin("gitlab-shell").display().to_string(),
+            "key-1",
+        ])
+        .env("SSH_CONNECTION", test_support::sandbox::SSH_CONNECTION)
+        .run()
+        .assert_success()
+        .assert_stdout("Welcome to GitLab, @alice!\n");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&log).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o644);
+
+    // A log file that cannot be opened: through the real sshd, the user sees only the welcome.
+    s.write_config(&with_log("/nonexistent/dir/gitlab-shell.log"));
+    let sshd = s.sshd();
+    sshd.ssh(&alice)
+        .run()
+        .assert_success()
+        .assert_stdout("Welcome to GitLab, @alice!\n")
+        .assert_stderr("");
+    s.write_config(&original);
+}

@@ -6,6 +6,7 @@
 mod authorized_keys_check;
 mod authorized_principals_check;
 mod check;
+mod dropped_clients;
 mod faults;
 mod geo;
 mod geo_primary;

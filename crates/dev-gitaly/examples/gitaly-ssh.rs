@@ -81,6 +81,7 @@ fn main() -> ExitCode {
         stdin: Box::new(std::io::stdin()),
         stdout: &mut stdout,
         stderr: &mut stderr,
+        cancel: gitaly_client::CancellationToken::new(),
     };
     let protocol = var("GIT_PROTOCOL");
     let result = match service {

@@ -19,6 +19,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// Runs `body` on a fresh current-thread runtime (on its own thread, see [`output`]) after
 /// parsing the address and dialling; this thread writes the output.
+///
+/// Cancellation (`io.cancel`, also set by a failed write) drops the dial or the body mid-way and
+/// then the whole runtime: every task on it goes (the tonic call, whose HTTP/2 stream is reset,
+/// the sidechannel, the yamux session), which closes the connection to Gitaly; Gitaly cancels
+/// the RPC's context and kills git.
 fn run<T, F, Fut>(t: &Target, io: Stdio<'_>, body: F) -> Result<T, Error>
 where
     T: Send,
@@ -30,15 +35,29 @@ where
         stdin,
         stdout,
         stderr,
+        cancel,
     } = io;
-    output::relay(stdout, stderr, move |out| {
+    let watched = cancel.clone();
+    output::relay(stdout, stderr, &cancel, move |out| {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Error::Local(format!("failed to start the Gitaly client runtime: {e}")))?;
         runtime.block_on(async {
-            let conn = connection::connect(&address).await?;
-            body(conn, stdin, out).await
+            tokio::select! {
+                biased;
+                () = watched.cancelled() => Err(Error::cancelled()),
+                result = async {
+                    let dialled = tokio::time::Instant::now();
+                    let conn = connection::connect(&address).await?;
+                    // A Gitaly that accepted and stays silent fails like a dial timeout.
+                    let heard = conn.heard.clone();
+                    tokio::select! {
+                        result = body(conn, stdin, out) => result,
+                        e = heard.unless_heard_by(dialled + connection::DIAL_TIMEOUT) => Err(e),
+                    }
+                } => result,
+            }
         })
     })
 }

@@ -33,6 +33,10 @@ pub const MAX_STREAM_WINDOW: u32 = 256 * 1024;
 const SOCKET_READ_BUF: usize = 32 * 1024;
 /// How long Gitaly gives the client to answer a sidechannel handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a dial may take, TLS handshake included, and by when Gitaly must have sent its
+/// first bytes: grpc-go's minimum connect timeout, after which GitLab Shell reports
+/// `Unavailable` (docs/gitaly-deadlines.md).
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Process-wide sidechannel ids: int64, counting from 0 (Gitaly's sidechannel registry).
 static NEXT_SIDECHANNEL_ID: AtomicI64 = AtomicI64::new(0);
@@ -69,6 +73,92 @@ pub struct Connection {
     pub channel: Channel,
     /// Where server-opened sidechannels are delivered.
     pub registry: Registry,
+    /// Set once the server has sent anything at all.
+    pub heard: Heard,
+}
+
+/// Whether the peer has sent any byte yet (a Gitaly that accepts and stays silent never does).
+#[derive(Clone, Default)]
+pub struct Heard(Arc<(std::sync::atomic::AtomicBool, tokio::sync::Notify)>);
+
+impl Heard {
+    fn mark(&self) {
+        if !self.0.0.swap(true, Ordering::AcqRel) {
+            self.0.1.notify_waiters();
+        }
+    }
+
+    /// Whether a byte has arrived.
+    #[must_use]
+    pub fn yes(&self) -> bool {
+        self.0.0.load(Ordering::Acquire)
+    }
+
+    /// Resolves once a byte has arrived.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.0.1.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.yes() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Resolves with the `Unavailable` error when nothing arrived by `deadline`; never
+    /// otherwise.
+    pub async fn unless_heard_by(&self, deadline: tokio::time::Instant) -> Error {
+        if tokio::time::timeout_at(deadline, self.wait()).await.is_ok() {
+            std::future::pending::<()>().await;
+        }
+        tracing::debug!("Gitaly sent nothing before the dial deadline");
+        Error::unavailable(false)
+    }
+}
+
+/// A socket that marks [`Heard`] on the first byte read.
+struct Listening<S> {
+    inner: S,
+    heard: Heard,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Listening<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.heard.mark();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Listening<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Dials `address` with the backchannel handshake. Must run inside a tokio runtime (it spawns
@@ -76,8 +166,18 @@ pub struct Connection {
 ///
 /// # Errors
 /// Every connect failure (refused, TLS handshake, HTTP/2 preface) is the reworded `Unavailable`
-/// error, as with Go's non-blocking dial.
+/// error, as with Go's non-blocking dial. Bounded by [`DIAL_TIMEOUT`]; the caller also bounds
+/// the wait for the server's first bytes with [`Heard::unless_heard_by`].
 pub async fn connect(address: &Address) -> Result<Connection, Error> {
+    tokio::time::timeout(DIAL_TIMEOUT, dial(address))
+        .await
+        .unwrap_or_else(|_| {
+            tracing::debug!("dialling Gitaly timed out");
+            Err(Error::unavailable(false))
+        })
+}
+
+async fn dial(address: &Address) -> Result<Connection, Error> {
     let socket = match address {
         Address::Unix(path) => tokio::net::UnixStream::connect(path)
             .await
@@ -114,6 +214,11 @@ async fn start_session(mut socket: Box<dyn IoDyn>) -> Result<Connection, Error> 
         .map_err(io_unavailable)?;
     socket.flush().await.map_err(io_unavailable)?;
 
+    let heard = Heard::default();
+    let socket = Listening {
+        inner: socket,
+        heard: heard.clone(),
+    };
     let socket = tokio::io::BufReader::with_capacity(SOCKET_READ_BUF, socket);
     let mut session = Session::new_client(socket, session_config());
     let mut control = session.control();
@@ -160,7 +265,11 @@ async fn start_session(mut socket: Box<dyn IoDyn>) -> Result<Connection, Error> 
             tracing::debug!(error = %e, "HTTP/2 handshake with Gitaly failed");
             Error::unavailable(false)
         })?;
-    Ok(Connection { channel, registry })
+    Ok(Connection {
+        channel,
+        registry,
+        heard,
+    })
 }
 
 /// The yamux settings of the client session: no yamux pings (HTTP/2 keepalive does that job, as
@@ -211,6 +320,11 @@ async fn serve_inbound(mut stream: StreamHandle, registry: Registry) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dial_deadline_is_grpc_gos_20_seconds() {
+        assert_eq!(DIAL_TIMEOUT, Duration::from_secs(20));
+    }
 
     #[test]
     fn receive_window_is_bounded() {

@@ -77,6 +77,16 @@ impl Error {
         }
     }
 
+    /// The error of a call cancelled through [`crate::Stdio::cancel`]: what Go's gRPC client
+    /// says for a cancelled context.
+    #[must_use]
+    pub fn cancelled() -> Self {
+        Error::Rpc {
+            code: tonic::Code::Cancelled,
+            message: "context canceled".to_owned(),
+        }
+    }
+
     /// The reworded `Unavailable` error (connection failures end up here too, as grpc-go's
     /// non-blocking dial reports them as `Unavailable`).
     #[must_use]

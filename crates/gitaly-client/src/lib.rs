@@ -9,6 +9,7 @@
 //! made from inside an async runtime.
 
 pub use gitaly_proto as proto;
+pub use tokio_util::sync::CancellationToken;
 
 pub mod address;
 pub mod auth;
@@ -56,7 +57,7 @@ pub struct CallMeta {
     pub client_name: String,
 }
 
-/// The local ends of git's standard streams.
+/// The local ends of git's standard streams, and the handle that cancels the call.
 pub struct Stdio<'a> {
     /// Read on a separate thread until EOF (never joined: the call may end first).
     pub stdin: Box<dyn std::io::Read + Send + 'static>,
@@ -65,6 +66,12 @@ pub struct Stdio<'a> {
     pub stdout: &'a mut (dyn std::io::Write + Send),
     /// git's stderr; within one message it is written before stdout.
     pub stderr: &'a mut (dyn std::io::Write + Send),
+    /// Cancels the call: the RPC is abandoned (its HTTP/2 stream reset and the Gitaly connection
+    /// closed, so Gitaly cancels the RPC and kills git), and the call returns at once with
+    /// [`Error::cancelled`]. The call cancels it itself when writing stdout or stderr fails
+    /// (the client went away); an in-process SSH server cancels it when the channel closes.
+    /// `CancellationToken::new()` when nobody else needs to cancel.
+    pub cancel: CancellationToken,
 }
 
 /// `git-upload-pack` via `SSHUploadPackWithSidechannel`: git data flows over the sidechannel.

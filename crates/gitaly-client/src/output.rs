@@ -5,10 +5,16 @@
 //! pings, long enough to look like a dead peer. So the call runs its runtime on a scoped thread
 //! and hands output to the calling thread through a small bounded channel (bounded memory,
 //! arrival order kept across both streams).
+//!
+//! A failed write means the client is gone (sshd closed our pipes: EPIPE). The writer then
+//! cancels the call's token before it waits for the call thread, so the call abandons the RPC
+//! instead of waiting for a status Gitaly can never send (its git is blocked on a full
+//! sidechannel window nobody reads). See docs/architecture.md, "Cancellation".
 
 use crate::Error;
 use std::io::Write;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Output chunks queued between the runtime and the writing thread: one queued while another
 /// is written is enough to keep both busy; a deeper queue only holds more memory while a slow
@@ -51,11 +57,12 @@ impl Output {
 }
 
 /// Runs `call` (given the [`Output`]) on a scoped thread while this thread writes what it
-/// produces. A write error wins over the call's own result (as in Gitaly's stream handler,
-/// which returns as soon as a write fails).
+/// produces. A write error cancels `cancel` (the call must watch it) and wins over the call's
+/// own result (as in Gitaly's stream handler, which returns as soon as a write fails).
 pub(crate) fn relay<T, F>(
     stdout: &mut (dyn Write + Send),
     stderr: &mut (dyn Write + Send),
+    cancel: &CancellationToken,
     call: F,
 ) -> Result<T, Error>
 where
@@ -96,6 +103,7 @@ where
             });
             if let Err(e) = flushed {
                 write_error = Some(e);
+                cancel.cancel();
                 break;
             }
         }
@@ -138,7 +146,7 @@ mod tests {
     #[test]
     fn relay_keeps_order_and_skips_empty_chunks() {
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let result = relay(&mut out, &mut err, |o| {
+        let result = relay(&mut out, &mut err, &CancellationToken::new(), |o| {
             rt().block_on(async {
                 o.stderr(b"e1".to_vec()).await?;
                 o.stdout(b"o1".to_vec()).await?;
@@ -152,9 +160,31 @@ mod tests {
     }
 
     #[test]
+    fn a_write_error_cancels_a_call_that_would_wait_forever() {
+        let mut err = Vec::new();
+        let cancel = CancellationToken::new();
+        let watched = cancel.clone();
+        let started = std::time::Instant::now();
+        let result: Result<(), Error> = relay(&mut Broken, &mut err, &cancel, move |o| {
+            rt().block_on(async {
+                // The first chunk fails to be written; the call then waits for something
+                // that never comes (Gitaly's status), unless cancelled.
+                let _ = o.stdout(b"data".to_vec()).await;
+                tokio::select! {
+                    () = watched.cancelled() => Err(Error::cancelled()),
+                    () = std::future::pending::<()>() => Ok(()),
+                }
+            })
+        });
+        assert_eq!(result, Err(Error::Local("closed pipe".to_owned())));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
     fn a_write_error_wins_over_the_call_result() {
         let mut err = Vec::new();
-        let result: Result<(), Error> = relay(&mut Broken, &mut err, |o| {
+        let cancel = CancellationToken::new();
+        let result: Result<(), Error> = relay(&mut Broken, &mut err, &cancel, |o| {
             rt().block_on(async {
                 for _ in 0..100 {
                     o.stdout(b"data".to_vec()).await?;
@@ -163,5 +193,6 @@ mod tests {
             })
         });
         assert_eq!(result, Err(Error::Local("closed pipe".to_owned())));
+        assert!(cancel.is_cancelled(), "a write error cancels the call");
     }
 }

@@ -48,6 +48,22 @@ struct Seen {
     chunks: Vec<usize>,
     /// Whether the sidechannel ended with a flush packet.
     saw_flush: bool,
+    /// Whether the handler is over (returned, or dropped because the client cancelled).
+    ended: bool,
+}
+
+/// Marks a [`Seen`] entry `ended` when the handler that holds it is dropped.
+struct MarkEnded {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    index: usize,
+}
+
+impl Drop for MarkEnded {
+    fn drop(&mut self) {
+        if let Ok(mut all) = self.seen.lock() {
+            all[self.index].ended = true;
+        }
+    }
 }
 
 impl Seen {
@@ -197,6 +213,10 @@ impl SshService for Svc {
         seen.relative_path = mode.clone();
         seen.git_protocol = message.git_protocol;
         let index = self.record(seen);
+        let _ended = MarkEnded {
+            seen: self.seen.clone(),
+            index,
+        };
 
         match mode.as_str() {
             "unavailable" => return Err(Status::unavailable("connection refused by a test")),
@@ -263,6 +283,15 @@ impl SshService for Svc {
                 stream.write_all(b"0006\x03x").await.map_err(io_err)?;
                 Ok(())
             }
+            // Like pack-objects on a big repository: output without end; blocks once the
+            // client stops reading (its window is full), until the client cancels.
+            "flood" => loop {
+                write_band(&mut stream, 1, &[b'x'; 60_000])
+                    .await
+                    .map_err(io_err)?;
+            },
+            // Like git computing for a long while: nothing at all until the client cancels.
+            "silent" => std::future::pending().await,
             "internal" => {
                 read_client_frames(&mut stream).await.map_err(io_err)?;
                 write_band(&mut stream, 2, b"fatal: git upload-pack: not our ref\n")
@@ -350,6 +379,20 @@ impl SshService for Svc {
             ..Seen::default()
         });
         let (tx, rx) = mpsc::channel(4);
+        if mode == "silent" {
+            // Reads stdin, then says nothing; the response stream is dropped only when the
+            // client resets the call or the connection closes.
+            let ended = MarkEnded {
+                seen: self.seen.clone(),
+                index,
+            };
+            tokio::spawn(async move {
+                while let Some(Ok(_)) = incoming.next().await {}
+                tx.closed().await;
+                drop(ended);
+            });
+            return Ok(Response::new(ReceiverStream::new(rx)));
+        }
         if mode == "crash" {
             // The connection dies mid-call (Gitaly restarted, network cut).
             tokio::spawn(async move {
@@ -680,6 +723,7 @@ fn upload_pack(
         stdin,
         stdout: &mut stdout,
         stderr: &mut stderr,
+        cancel: gitaly_client::CancellationToken::new(),
     };
     let result = gitaly_client::upload_pack(t, &call_meta(), request, io);
     (result, Output { stdout, stderr })
@@ -699,6 +743,7 @@ fn receive_pack(t: &Target, mode: &str, stdin: Vec<u8>) -> (Result<Option<i32>, 
         stdin: Box::new(Cursor::new(stdin)),
         stdout: &mut stdout,
         stderr: &mut stderr,
+        cancel: gitaly_client::CancellationToken::new(),
     };
     let result = gitaly_client::receive_pack(t, &call_meta(), request, io);
     (result, Output { stdout, stderr })
@@ -932,6 +977,7 @@ fn upload_archive_writes_stderr_before_stdout_and_returns_exit_status() {
         stdin: Box::new(Cursor::new(b"argument HEAD\n0000".to_vec())),
         stdout: &mut stdout,
         stderr: &mut stderr,
+        cancel: gitaly_client::CancellationToken::new(),
     };
     let request = proto::SshUploadArchiveRequest {
         repository: repo("archive"),
@@ -1079,6 +1125,7 @@ fn stdin_read_failure_is_a_stdin_send_error() {
         stdin: Box::new(FailingStdin(false)),
         stdout: &mut stdout,
         stderr: &mut stderr,
+        cancel: gitaly_client::CancellationToken::new(),
     };
     let request = proto::SshReceivePackRequest {
         repository: repo("echo"),
@@ -1127,6 +1174,143 @@ impl Write for WaitsForServer {
     }
 }
 
+/// Waits up to 5 s for the server's first handler to be over.
+fn server_handler_ends(server: &TestGitaly) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if server.seen().first().is_some_and(|s| s.ended) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// Runs `call` on its own thread; `None` when it has not returned after 10 s.
+fn within_10s<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(call());
+    });
+    rx.recv_timeout(Duration::from_secs(10)).ok()
+}
+
+/// A stdout whose reader is gone (sshd closed the pipe: EPIPE).
+struct ClosedPipe;
+
+impl Write for ClosedPipe {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::Error::from(io::ErrorKind::BrokenPipe))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_client_gone_mid_clone_cancels_the_rpc_instead_of_waiting_forever() {
+    let server = TestGitaly::start(Listen::Tcp, Some(TOKEN));
+    let target = server.target();
+    let started = std::time::Instant::now();
+    let result = within_10s(move || {
+        let mut stderr = Vec::new();
+        let io = Stdio {
+            stdin: Box::new(io::empty()),
+            stdout: &mut ClosedPipe,
+            stderr: &mut stderr,
+            cancel: gitaly_client::CancellationToken::new(),
+        };
+        let request = proto::SshUploadPackWithSidechannelRequest {
+            repository: repo("flood"),
+            ..Default::default()
+        };
+        gitaly_client::upload_pack(&target, &call_meta(), request, io)
+    });
+    let Some(result) = result else {
+        panic!("upload-pack still waits for Gitaly 10 s after the client went away");
+    };
+    assert_eq!(
+        result.map_err(|e| e.to_string()),
+        Err(io::Error::from(io::ErrorKind::BrokenPipe).to_string())
+    );
+    assert!(
+        server_handler_ends(&server),
+        "the server's RPC was not cancelled"
+    );
+    eprintln!("returned and cancelled after {:?}", started.elapsed());
+}
+
+#[test]
+fn cancelling_from_outside_ends_a_silent_upload_pack() {
+    let server = TestGitaly::start(Listen::Unix, Some(TOKEN));
+    let target = server.target();
+    let cancel = gitaly_client::CancellationToken::new();
+    let trigger = cancel.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        trigger.cancel();
+    });
+    let result = within_10s(move || {
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        // stdin stays open, like a client that sent its wants and waits.
+        let (_keep, reader) = std::os::unix::net::UnixStream::pair().unwrap();
+        let io = Stdio {
+            stdin: Box::new(reader),
+            stdout: &mut stdout,
+            stderr: &mut stderr,
+            cancel,
+        };
+        let request = proto::SshUploadPackWithSidechannelRequest {
+            repository: repo("silent"),
+            ..Default::default()
+        };
+        let result = gitaly_client::upload_pack(&target, &call_meta(), request, io);
+        drop(_keep);
+        result
+    });
+    assert_eq!(result, Some(Err(Error::cancelled())));
+    assert_eq!(
+        Error::cancelled().to_string(),
+        "rpc error: code = Canceled desc = context canceled"
+    );
+    assert!(
+        server_handler_ends(&server),
+        "the server's RPC was not cancelled"
+    );
+}
+
+#[test]
+fn cancelling_from_outside_ends_a_silent_receive_pack() {
+    let server = TestGitaly::start(Listen::Tcp, Some(TOKEN));
+    let target = server.target();
+    let cancel = gitaly_client::CancellationToken::new();
+    let trigger = cancel.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        trigger.cancel();
+    });
+    let result = within_10s(move || {
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let io = Stdio {
+            stdin: Box::new(Cursor::new(b"0000".to_vec())),
+            stdout: &mut stdout,
+            stderr: &mut stderr,
+            cancel,
+        };
+        let request = proto::SshReceivePackRequest {
+            repository: repo("silent"),
+            gl_id: "key-123".into(),
+            ..Default::default()
+        };
+        gitaly_client::receive_pack(&target, &call_meta(), request, io)
+    });
+    assert_eq!(result, Some(Err(Error::cancelled())));
+    assert!(
+        server_handler_ends(&server),
+        "the server's RPC was not cancelled"
+    );
+}
+
 #[test]
 fn a_blocked_stdout_does_not_stall_the_connection() {
     let server = TestGitaly::start(Listen::Tcp, Some(TOKEN));
@@ -1142,6 +1326,7 @@ fn a_blocked_stdout_does_not_stall_the_connection() {
         stdin: Box::new(Cursor::new(data.clone())),
         stdout: &mut stdout,
         stderr: &mut stderr,
+        cancel: gitaly_client::CancellationToken::new(),
     };
     let request = proto::SshReceivePackRequest {
         repository: repo("firstecho"),
@@ -1152,4 +1337,56 @@ fn a_blocked_stdout_does_not_stall_the_connection() {
     assert_eq!(result, Ok(None));
     assert!(stdout.data == data[..32 * 1024]);
     assert_eq!(server.seen()[0].chunks.iter().sum::<usize>(), data.len());
+}
+
+/// A peer that accepts connections, reads whatever comes and never answers.
+fn black_hole() -> (u16, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        // Two connections (one per test call), each drained until the client hangs up.
+        for _ in 0..2 {
+            let Ok((socket, _)) = listener.accept() else {
+                return;
+            };
+            held.push(std::thread::spawn(move || {
+                let mut socket = socket;
+                let _ = io::copy(&mut socket, &mut io::sink());
+            }));
+        }
+        for h in held {
+            let _ = h.join();
+        }
+    });
+    (port, handle)
+}
+
+#[test]
+fn a_silent_tcp_gitaly_and_a_tls_black_hole_give_up_after_20_seconds() {
+    let (port, server) = black_hole();
+    let calls: Vec<_> = ["tcp", "tls"]
+        .into_iter()
+        .map(|scheme| {
+            let target = Target {
+                address: format!("{scheme}://127.0.0.1:{port}"),
+                token: TOKEN.to_owned(),
+            };
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let (result, _) = upload_pack(&target, "hello", Box::new(io::empty()));
+                (scheme, started.elapsed(), result.map_err(|e| e.to_string()))
+            })
+        })
+        .collect();
+    for call in calls {
+        let (scheme, took, result) = call.join().unwrap();
+        assert_eq!(result, Err(UNAVAILABLE.to_owned()), "{scheme}");
+        assert!(
+            took >= Duration::from_secs(19) && took < Duration::from_secs(26),
+            "{scheme}: gave up after {took:?}"
+        );
+        eprintln!("{scheme}: gave up after {took:?}");
+    }
+    server.join().unwrap();
 }

@@ -17,6 +17,10 @@ pub struct Io {
     pub stdout: Box<dyn Write + Send>,
     /// Diagnostics to the SSH client.
     pub stderr: Box<dyn Write + Send>,
+    /// Cancels a running Gitaly call (docs/architecture.md, "Cancellation"): an in-process SSH
+    /// server keeps a clone and cancels it when the channel closes. The Gitaly client also
+    /// cancels it itself when writing to the client fails.
+    pub cancel: gitaly_client::CancellationToken,
 }
 
 fn dup(fd: impl AsFd) -> Option<File> {
@@ -42,6 +46,7 @@ impl Io {
             stdin,
             stdout,
             stderr,
+            cancel: gitaly_client::CancellationToken::new(),
         }
     }
 
@@ -102,6 +107,7 @@ impl Io {
             stdin: Box::new(io::Cursor::new(stdin.to_vec())),
             stdout: Box::new(out.clone()),
             stderr: Box::new(err.clone()),
+            cancel: gitaly_client::CancellationToken::new(),
         };
         (io, out, err)
     }

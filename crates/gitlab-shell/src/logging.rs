@@ -3,12 +3,16 @@
 //! `level`, `msg`, the event's fields and `correlation_id`, keys sorted as logrus sorts them.
 //!
 //! A log file that cannot be opened never breaks the command and never writes to the user's
-//! stderr: events are then discarded. Secrets, JWTs and the Gitaly token are never passed to
-//! `tracing` anywhere in this crate.
+//! stderr: one line goes to syslog (`/dev/log`, when there is one) and events are then
+//! discarded (docs/operating.md, "Logging"). A new log file is created with mode 0644 whatever
+//! the umask allows more of. Secrets, JWTs and the Gitaly token are never passed to `tracing`
+//! anywhere in this crate.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -58,18 +62,35 @@ pub fn parse_level(s: &str) -> Level {
     }
 }
 
+/// Where the one syslog message about an unusable log file goes.
+pub const SYSLOG_SOCKET: &str = "/dev/log";
+/// Permissions of a new log file (GitLab Shell's 0644), before the umask.
+pub const LOG_FILE_MODE: u32 = 0o644;
+
 /// Installs the process-wide logger for `config`. `correlation_id` goes on every line.
 pub fn configure(config: &Config, correlation_id: &str) -> LogGuard {
-    if config.log_file.as_os_str().is_empty() {
-        return LogGuard { active: false };
-    }
-    let file = match OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&config.log_file)
-    {
+    configure_with_syslog(config, correlation_id, Path::new(SYSLOG_SOCKET))
+}
+
+/// [`configure`] reporting an unusable log file to the syslog socket at `syslog` (tests point
+/// it at a socket of their own).
+pub fn configure_with_syslog(config: &Config, correlation_id: &str, syslog: &Path) -> LogGuard {
+    let opened = if config.log_file.as_os_str().is_empty() {
+        Err("no logfile specified".to_owned())
+    } else {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(LOG_FILE_MODE)
+            .open(&config.log_file)
+            .map_err(|e| crate::config::go_io_error("open", &config.log_file, &e))
+    };
+    let file = match opened {
         Ok(f) => f,
-        Err(_) => return LogGuard { active: false },
+        Err(reason) => {
+            report_to_syslog(syslog, &reason);
+            return LogGuard { active: false };
+        }
     };
     let formatter = LogrusFormat {
         format: Format::from_config(&config.log_format),
@@ -82,6 +103,41 @@ pub fn configure(config: &Config, correlation_id: &str) -> LogGuard {
         .finish();
     let active = tracing::subscriber::set_global_default(subscriber).is_ok();
     LogGuard { active }
+}
+
+/// Sends `<exe>: Unable to configure logging: <reason>` to syslog (priority `LOG_ERR|LOG_USER`)
+/// over the unix datagram socket `socket`. Without a syslog the message is dropped: stderr is
+/// the Git user's terminal and never gets log lines.
+pub fn report_to_syslog(socket: &Path, reason: &str) {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "gitlab-shell".to_owned());
+    let line = syslog_line(
+        &time::OffsetDateTime::now_utc(),
+        std::process::id(),
+        &format!("{exe}: Unable to configure logging: {reason}"),
+    );
+    let Ok(sender) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let _ = sender.send_to(line.as_bytes(), socket);
+}
+
+/// One RFC 3164-style line as the local syslog socket takes it:
+/// `<11>Mmm dd hh:mm:ss gitlab-shell[pid]: message` (11 = `LOG_USER` × 8 + `LOG_ERR`).
+pub fn syslog_line(now: &time::OffsetDateTime, pid: u32, message: &str) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS[usize::from(u8::from(now.month())) - 1];
+    format!(
+        "<11>{month} {:>2} {:02}:{:02}:{:02} gitlab-shell[{pid}]: {}",
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        message.replace('\n', " ")
+    )
 }
 
 /// Writes events the way logrus's formatters do.
@@ -226,6 +282,55 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unusable_log_file_is_reported_to_syslog_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("log.sock");
+        let syslog = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+        syslog
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let yaml = "secret: s\nlog_file: /nonexistent/dir/gitlab-shell.log\n";
+        let config = Config::from_yaml(dir.path(), yaml.as_bytes()).unwrap();
+        let guard = configure_with_syslog(&config, "cid", &socket);
+        assert!(!guard.active);
+        let mut buf = [0u8; 2048];
+        let n = syslog.recv(&mut buf).unwrap();
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let exe = std::env::current_exe().unwrap().display().to_string();
+        let pid = std::process::id();
+        assert!(line.starts_with("<11>"), "{line}");
+        assert!(
+            line.ends_with(&format!(
+                " gitlab-shell[{pid}]: {exe}: Unable to configure logging: open /nonexistent/dir/gitlab-shell.log: no such file or directory"
+            )),
+            "{line}"
+        );
+
+        // An empty log_file is reported the same way.
+        let config = Config::from_yaml(dir.path(), b"secret: s\nlog_file: \"\"\n").unwrap();
+        assert!(!configure_with_syslog(&config, "cid", &socket).active);
+        let n = syslog.recv(&mut buf).unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf[..n])
+                .ends_with("Unable to configure logging: no logfile specified")
+        );
+
+        // No syslog listening: nothing happens (and nothing is printed anywhere).
+        let config = Config::from_yaml(dir.path(), yaml.as_bytes()).unwrap();
+        assert!(!configure_with_syslog(&config, "cid", &dir.path().join("none.sock")).active);
+    }
+
+    #[test]
+    fn syslog_line_is_rfc3164_style() {
+        let t = time::macros::datetime!(2026-03-05 07:08:09 UTC);
+        assert_eq!(
+            syslog_line(&t, 42, "a\nb"),
+            "<11>Mar  5 07:08:09 gitlab-shell[42]: a b"
+        );
+        assert_eq!(LOG_FILE_MODE, 0o644);
+    }
 
     fn fields(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
         pairs

@@ -386,10 +386,8 @@ fn with_headers(mut req: RequestBuilder, headers: &BTreeMap<String, String>) -> 
 
 fn parse<T: serde::de::DeserializeOwned + Default>(resp: Response) -> Result<T, Error> {
     let bytes = resp.bytes().map_err(|_| Error::Parse)?;
-    if bytes.trim_ascii() == b"null" {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(&bytes).map_err(|_| Error::Parse)
+    // Go's rules for nulls and non-objects, as for the internal API (docs/api-json.md).
+    super::go_json(&bytes).map_err(|()| Error::Parse)
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@ mod https_tests;
 pub mod lfs_authenticate;
 pub mod lfs_transfer;
 pub mod personal_access_token;
+#[cfg(test)]
+mod transport_tests;
 pub mod two_factor_manual_otp_check;
 pub mod two_factor_push_otp_check;
 pub mod two_factor_recovery_codes;
@@ -26,8 +28,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::Method;
 use reqwest::blocking::Client as HttpClient;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::messages;
@@ -57,9 +59,17 @@ pub enum Error {
     /// Transport failure, or 429/5xx after every attempt.
     #[error("{}", messages::INTERNAL_API_UNREACHABLE)]
     Unreachable,
-    /// 2xx/3xx whose body is not the expected JSON.
+    /// 2xx/3xx whose body is not the expected JSON (or could not be read).
     #[error("{}", messages::PARSING_FAILED)]
     Parse,
+    /// 301/302/303/307/308: never followed (docs/api-json.md, "Redirects").
+    #[error("Internal API returned redirect ({status}) to {}", go_quote(.location))]
+    Redirect {
+        /// HTTP status.
+        status: u16,
+        /// The `Location` header (empty when absent).
+        location: String,
+    },
     /// The client could not be created (unknown scheme, missing CA file, TLS set-up).
     #[error("error creating http client: {0}")]
     Client(String),
@@ -194,6 +204,44 @@ struct TransportError {
     retryable: bool,
 }
 
+/// One answer: status, `Retry-After` seconds, `Location`, and the body or why it could not be
+/// read after the headers arrived.
+struct Answer {
+    status: u16,
+    retry_after: Option<u64>,
+    location: String,
+    body: Result<Vec<u8>, String>,
+}
+
+/// The statuses Go's client would follow as redirects; refused instead (300 is no redirect).
+fn is_redirect(status: u16) -> bool {
+    matches!(status, 301 | 302 | 303 | 307 | 308)
+}
+
+/// Go's `%q` of a string: double quotes, with `"`, `\` and non-printable characters escaped.
+pub fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() && (c as u32) < 0x80 => {
+                let _ = std::fmt::Write::write_fmt(&mut out, format_args!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => {
+                let _ = std::fmt::Write::write_fmt(&mut out, format_args!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 struct Inner {
     transport: Transport,
     timeout: Duration,
@@ -306,6 +354,7 @@ impl Client {
                     .tls_built_in_root_certs(false)
                     .use_preconfigured_tls(https_tls(config)?)
                     .http1_only()
+                    .redirect(reqwest::redirect::Policy::none())
                     .pool_max_idle_per_host(0)
                     .no_proxy()
                     .build()
@@ -419,9 +468,14 @@ impl Client {
             let outcome = self.send_once(&method, &url, &headers, body.as_deref());
             let duration_ms = started.elapsed().as_millis() as u64;
             match outcome {
-                Ok((status, retry_after, bytes)) => {
-                    let content_length_bytes = bytes.len() as u64;
-                    if status >= 400 {
+                Ok(Answer {
+                    status,
+                    retry_after,
+                    location,
+                    body,
+                }) => {
+                    let content_length_bytes = body.as_ref().map_or(0, |b| b.len() as u64);
+                    if status >= 400 || is_redirect(status) {
                         tracing::error!(method = %method, url = %url, duration_ms, status, content_length_bytes, "Internal API error");
                     } else {
                         tracing::info!(method = %method, url = %url, duration_ms, status, content_length_bytes, "Finished HTTP request");
@@ -437,6 +491,15 @@ impl Client {
                         std::thread::sleep(wait);
                         continue;
                     }
+                    if is_redirect(status) {
+                        return Err(Error::Redirect { status, location });
+                    }
+                    // Headers arrived but the body did not: read once, never retried, and
+                    // decoded as what arrived (nothing), like Go's decoder on a failed read.
+                    let bytes = body.unwrap_or_else(|e| {
+                        tracing::error!(method = %method, url = %url, duration_ms, status, error = %e, "Internal API response body could not be read");
+                        Vec::new()
+                    });
                     if status >= 400 {
                         return Err(error_from_body(status, &bytes));
                     }
@@ -456,14 +519,14 @@ impl Client {
 }
 
 impl Client {
-    /// One attempt: status, `Retry-After` seconds, body.
+    /// One attempt.
     fn send_once(
         &self,
         method: &Method,
         url: &str,
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
-    ) -> Result<(u16, Option<u64>, Vec<u8>), TransportError> {
+    ) -> Result<Answer, TransportError> {
         let retry_after = |v: Option<&str>| v.and_then(|v| v.trim().parse::<u64>().ok());
         match &self.inner.transport {
             Transport::Plain(endpoint) => http1::send(
@@ -474,7 +537,15 @@ impl Client {
                 body,
                 self.inner.timeout,
             )
-            .map(|r| (r.status, retry_after(r.header("retry-after")), r.body))
+            .map(|r| Answer {
+                status: r.status,
+                retry_after: retry_after(r.header("retry-after")),
+                location: r.header("location").unwrap_or_default().to_owned(),
+                body: match r.body_error {
+                    Some(e) => Err(e),
+                    None => Ok(r.body),
+                },
+            })
             .map_err(|e| TransportError {
                 text: e.to_string(),
                 retryable: true,
@@ -490,14 +561,26 @@ impl Client {
                     req = req.body(b.to_vec());
                 }
                 req.send()
-                    .and_then(|resp| {
-                        let status = resp.status().as_u16();
-                        let after = retry_after(
+                    .map(|resp| {
+                        let header = |name: &str| {
                             resp.headers()
-                                .get("Retry-After")
-                                .and_then(|v| v.to_str().ok()),
-                        );
-                        resp.bytes().map(|b| (status, after, b.to_vec()))
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned)
+                        };
+                        let status = resp.status().as_u16();
+                        let retry_after = retry_after(header("Retry-After").as_deref());
+                        let location = header("Location").unwrap_or_default();
+                        let body = resp
+                            .bytes()
+                            .map(|b| b.to_vec())
+                            .map_err(|e| error_chain(&e));
+                        Answer {
+                            status,
+                            retry_after,
+                            location,
+                            body,
+                        }
                     })
                     .map_err(|e| TransportError {
                         text: error_chain(&e),
@@ -544,33 +627,59 @@ fn retryable_error(e: &reqwest::Error) -> bool {
     !e.is_builder()
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct ErrorBody {
-    #[serde(default)]
     message: String,
 }
 
-/// behaviour §3.3: the JSON `message` (even empty), else `Internal API error (<status>)`.
+/// behaviour §3.3: the JSON `message` (even empty, or `null`), else `Internal API error (<status>)`.
 pub fn error_from_body(status: u16, body: &[u8]) -> Error {
-    let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<Option<ErrorBody>>();
-    match stream.next() {
-        Some(Ok(parsed)) => Error::Api {
+    match go_json::<ErrorBody>(body) {
+        Ok(parsed) => Error::Api {
             status,
-            message: parsed.map(|b| b.message).unwrap_or_default(),
+            message: parsed.message,
         },
-        _ => Error::Status(status),
+        Err(()) => Error::Status(status),
     }
 }
 
-/// Decodes a 2xx/3xx body; JSON `null` gives the default value.
+/// Decodes a 2xx/3xx body as Go's `encoding/json` decodes it into a struct
+/// (docs/api-json.md): `null` gives the default value, a `null` field its zero value, a body
+/// that is not a JSON object (an array, a string…) `parsing failed`.
 pub fn decode<T: DeserializeOwned + Default>(status: u16, body: &[u8]) -> Result<Reply<T>, Error> {
-    let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<Option<T>>();
+    go_json(body)
+        .map(|body| Reply { status, body })
+        .map_err(|()| Error::Parse)
+}
+
+/// The first JSON value of `body` (like Go's `json.Decoder.Decode`) decoded into a struct `T`
+/// with Go's rules: only an object (or `null`: the zero value) decodes into a struct, and an
+/// object member that is `null` leaves its field at its zero value. The nulls are removed
+/// before serde sees the value, so every response struct gets this without per-field
+/// attributes; all of them are `#[serde(default)]`.
+pub(crate) fn go_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ()> {
+    let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<serde_json::Value>();
     match stream.next() {
-        Some(Ok(v)) => Ok(Reply {
-            status,
-            body: v.unwrap_or_default(),
-        }),
-        _ => Err(Error::Parse),
+        Some(Ok(serde_json::Value::Null)) => Ok(T::default()),
+        Some(Ok(mut value @ serde_json::Value::Object(_))) => {
+            strip_nulls(&mut value);
+            T::deserialize(value).map_err(|_| ())
+        }
+        _ => Err(()),
+    }
+}
+
+/// Removes every object member whose value is `null`, at any depth (Go leaves such a field
+/// untouched, i.e. at its zero value; serde would reject `null` for a `String` or `i64`).
+fn strip_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
     }
 }
 
@@ -708,6 +817,49 @@ mod tests {
         );
         assert_eq!(decode::<R>(200, b"nope"), Err(Error::Parse));
         assert_eq!(decode::<R>(200, b""), Err(Error::Parse));
+    }
+
+    #[test]
+    fn decode_is_go_about_nulls_and_non_objects() {
+        #[derive(serde::Deserialize, Default, Debug, PartialEq)]
+        #[serde(default)]
+        struct Inner {
+            name: String,
+        }
+        #[derive(serde::Deserialize, Default, Debug, PartialEq)]
+        #[serde(default)]
+        struct R {
+            id: i64,
+            key: String,
+            list: Vec<String>,
+            inner: Inner,
+            flag: bool,
+        }
+        let all_null = br#"{"id":null,"key":null,"list":null,"inner":null,"flag":null}"#;
+        assert_eq!(decode::<R>(200, all_null).unwrap().body, R::default());
+        let nested = br#"{"id":3,"inner":{"name":null},"key":"k"}"#;
+        assert_eq!(
+            decode::<R>(200, nested).unwrap().body,
+            R {
+                id: 3,
+                key: "k".into(),
+                ..R::default()
+            }
+        );
+        // Go refuses to decode anything but an object into a struct.
+        for body in [&br#"[7,"ssh-ed25519 AAAA"]"#[..], b"7", br#""x""#, b"true"] {
+            assert_eq!(decode::<R>(200, body), Err(Error::Parse), "{body:?}");
+        }
+        // Error bodies: a null message is an empty one.
+        assert_eq!(
+            error_from_body(403, br#"{"message":null}"#),
+            Error::Api {
+                status: 403,
+                message: String::new()
+            }
+        );
+        assert_eq!(error_from_body(403, b"null").to_string(), "");
+        assert_eq!(error_from_body(403, b"[1]"), Error::Status(403));
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub fn run<S: GitService>(ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
         stdin: io.take_stdin(),
         stdout: &mut *io.stdout,
         stderr: &mut *io.stderr,
+        cancel: io.cancel.clone(),
     };
     let stats = S::call(&call, stdio).inspect_err(log_failure)?;
     if S::AUDITED {

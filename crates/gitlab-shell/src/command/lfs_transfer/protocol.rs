@@ -16,6 +16,13 @@ use sha2::{Digest, Sha256};
 /// The capabilities advertised before the first command.
 pub const CAPABILITIES: [&str; 2] = ["version=1", "locking"];
 
+/// Most lines one request (a batch's pointers, a command's arguments) may carry, and most
+/// bytes in them: what the processor holds in memory for one request (docs/lfs-limits.md).
+/// git-lfs sends batches of 100 objects (`lfs.transfer.batchSize`), about 100 bytes each.
+pub const MAX_REQUEST_LINES: usize = 20_000;
+/// See [`MAX_REQUEST_LINES`].
+pub const MAX_REQUEST_BYTES: usize = 8 << 20;
+
 /// Default and largest `limit` of `list-lock`.
 const DEFAULT_LOCK_LIMIT: usize = 20;
 const MAX_LOCK_LIMIT: usize = 100;
@@ -172,6 +179,10 @@ pub enum Error {
     /// 500 `internal error`; the text is only logged.
     #[error("{0}")]
     Internal(String),
+    /// 400, and the session ends: a request over [`MAX_REQUEST_LINES`]/[`MAX_REQUEST_BYTES`]
+    /// (the rest of it is not read, so the stream cannot be resynchronised).
+    #[error("request too large: {0}")]
+    TooLarge(String),
 }
 
 impl Error {
@@ -181,7 +192,7 @@ impl Error {
 
     fn status(&self) -> u16 {
         match self {
-            Error::BadRequest(_) => 400,
+            Error::BadRequest(_) | Error::TooLarge(_) => 400,
             Error::Unauthorized(_) => 401,
             Error::Forbidden(_) => 403,
             Error::NotFound(_) => 404,
@@ -323,6 +334,11 @@ impl<'b, R: Read, W: Write, B: Backend> Processor<'b, R, W, B> {
                     tracing::error!(error = %detail, "lfs-transfer: failed to process command");
                     self.send(Status::message(500, "internal error"))?;
                 }
+                Err(e @ Error::TooLarge(_)) => {
+                    tracing::error!(error = %e, "lfs-transfer: request over the limits, ending the session");
+                    self.send(Status::message(e.status(), format!("error: {e}")))?;
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+                }
                 Err(e) => {
                     let code = e.status();
                     self.send(Status::message(code, format!("error: {e}")))?;
@@ -364,19 +380,45 @@ impl<'b, R: Read, W: Write, B: Backend> Processor<'b, R, W, B> {
     }
 
     fn read_list_to_flush(&mut self) -> Result<Vec<String>, Error> {
-        self.reader.read_text_until_flush().map_err(Error::parse)
+        self.read_list(false)
     }
 
     fn read_list_to_delim(&mut self) -> Result<Vec<String>, Error> {
+        self.read_list(true)
+    }
+
+    /// Text lines up to a flush, or (`to_delim`) up to a delimiter, where any other packet
+    /// counts as a line. Bounded by [`MAX_REQUEST_LINES`] and [`MAX_REQUEST_BYTES`].
+    fn read_list(&mut self, to_delim: bool) -> Result<Vec<String>, Error> {
         let mut lines = Vec::new();
+        let mut bytes = 0usize;
         loop {
-            match self.reader.read_packet() {
-                Ok(Some(Packet::Delim)) => return Ok(lines),
-                Ok(Some(p)) => lines
-                    .push(String::from_utf8_lossy(p.as_text().unwrap_or_default()).into_owned()),
-                Ok(None) => return Err(Error::parse("EOF")),
+            let line = match self.reader.read_packet() {
+                Ok(Some(Packet::Delim)) if to_delim => return Ok(lines),
+                Ok(Some(Packet::Flush)) if !to_delim => return Ok(lines),
+                Ok(Some(p @ Packet::Data(_))) => {
+                    String::from_utf8_lossy(p.as_text().unwrap_or_default()).into_owned()
+                }
+                Ok(Some(p)) if to_delim => {
+                    String::from_utf8_lossy(p.as_text().unwrap_or_default()).into_owned()
+                }
+                Ok(Some(_)) => return Err(Error::parse("unexpected special packet")),
+                Ok(None) if to_delim => return Err(Error::parse("EOF")),
+                Ok(None) => return Err(Error::parse("end of input before flush packet")),
                 Err(e) => return Err(Error::parse(e)),
+            };
+            bytes += line.len();
+            if lines.len() == MAX_REQUEST_LINES {
+                return Err(Error::TooLarge(format!(
+                    "more than {MAX_REQUEST_LINES} lines"
+                )));
             }
+            if bytes > MAX_REQUEST_BYTES {
+                return Err(Error::TooLarge(format!(
+                    "more than {MAX_REQUEST_BYTES} bytes of lines"
+                )));
+            }
+            lines.push(line);
         }
     }
 

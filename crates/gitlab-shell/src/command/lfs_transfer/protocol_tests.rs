@@ -420,3 +420,88 @@ fn malformed_input_ends_the_session_with_an_error() {
     let mut p = Processor::new(&b"zzzz"[..], &mut out, &mut b, Operation::Download);
     assert!(p.process().is_err());
 }
+
+/// A client that sends `batch`, a delimiter, then `line` forever without a flush; counts the
+/// bytes it handed out.
+struct Flood {
+    head: Vec<u8>,
+    line: Vec<u8>,
+    pos: usize,
+    sent: usize,
+}
+
+impl Flood {
+    fn new(line_len: usize) -> Flood {
+        let line = format!("{} 1", "a".repeat(line_len.saturating_sub(2)));
+        Flood {
+            head: transcript(&["batch", "0001"]),
+            line: pkt(&line),
+            pos: 0,
+            sent: 0,
+        }
+    }
+}
+
+impl Read for Flood {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            let src = if self.pos < self.head.len() {
+                &self.head[self.pos..]
+            } else {
+                let at = (self.pos - self.head.len()) % self.line.len();
+                &self.line[at..]
+            };
+            let k = src.len().min(buf.len() - n);
+            buf[n..n + k].copy_from_slice(&src[..k]);
+            n += k;
+            self.pos += k;
+        }
+        self.sent += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_batch_flood_without_flush_is_cut_off_at_the_line_limit() {
+    for (line_len, expected) in [
+        (10, "more than 20000 lines".to_owned()),
+        (
+            60_000,
+            format!("more than {MAX_REQUEST_BYTES} bytes of lines"),
+        ),
+    ] {
+        let mut b = MemBackend::default();
+        let mut input = Flood::new(line_len);
+        let mut out = Vec::new();
+        let result = {
+            let mut p = Processor::new(&mut input, &mut out, &mut b, Operation::Download);
+            p.process()
+        };
+        let err = result.unwrap_err();
+        assert_eq!(err.to_string(), format!("request too large: {expected}"));
+        assert_eq!(
+            render(&out),
+            format!("status 400|0001|error: request too large: {expected}|0000")
+        );
+        // What was read (and at most held) stays near the limits.
+        assert!(
+            input.sent < MAX_REQUEST_BYTES + MAX_REQUEST_LINES * 16 + 256 * 1024,
+            "read {} bytes",
+            input.sent
+        );
+    }
+}
+
+#[test]
+fn a_request_at_the_limits_is_still_served() {
+    let mut b = MemBackend::default();
+    let mut items = vec!["list-lock".to_owned()];
+    items.extend((0..MAX_REQUEST_LINES - 1).map(|i| format!("x{i}=1")));
+    items.push("limit=1".to_owned());
+    items.push("0000".to_owned());
+    let refs: Vec<&str> = items.iter().map(String::as_str).collect();
+    let input = transcript(&refs);
+    let out = run(Operation::Download, &mut b, &input);
+    assert!(out.contains("status 200"), "{out}");
+}
