@@ -238,7 +238,7 @@ fn token_is_enforced_with_a_30_second_window() {
             (e.code(), e.message()),
             (
                 Code::PermissionDenied,
-                "permission denied: token has expired"
+                "permission denied"
             )
         );
         let e = call(Some(auth::v2_header("the-token", now + 31))).await;
@@ -246,7 +246,7 @@ fn token_is_enforced_with_a_30_second_window() {
             (e.code(), e.message()),
             (
                 Code::PermissionDenied,
-                "permission denied: token's validity window is in future"
+                "permission denied"
             )
         );
         let e = call(Some(auth::v2_header("wrong", now))).await;
@@ -254,7 +254,7 @@ fn token_is_enforced_with_a_30_second_window() {
             (e.code(), e.message()),
             (
                 Code::PermissionDenied,
-                "permission denied: wrong hmac signature"
+                "permission denied"
             )
         );
         let e = call(None).await;
