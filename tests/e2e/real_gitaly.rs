@@ -9,7 +9,8 @@
 //! missing token, the Gitaly connection reset mid-clone and mid-push, pushes cut or killed
 //! mid-stream (refs unchanged, nothing left running), and git-lfs next to Gitaly's clone/push.
 
-use test_support::GitalyKind::Real;
+use test_support::GitalyKind::{self, Real};
+use test_support::{Commit, Sandbox};
 
 use crate::{faults, git_over_ssh as g, lfs_transfer};
 
@@ -81,4 +82,170 @@ fn push_killed_in_client_gitlab_shell_or_gitaly_git_loses_nothing() {
 #[test]
 fn git_lfs_push_and_clone_over_sshd() {
     lfs_transfer::git_lfs_push_and_clone_over_sshd_on(Real);
+}
+
+/// A pkt-line (`text` with its 4-hex-digit length prefix).
+fn pkt(text: &str) -> String {
+    format!("{:04x}{text}", text.len() + 4)
+}
+
+/// `out` with side-band packets taken apart, so that git's timing does not count: the band-1
+/// (pack data) payloads joined and put last, band-2 (progress) dropped, everything else (pkt-lines
+/// as they are, and whatever follows a part that is not a pkt-line) kept byte for byte.
+fn demux(out: &[u8]) -> Vec<u8> {
+    let (mut kept, mut pack) = (Vec::new(), Vec::new());
+    let mut rest = out;
+    while rest.len() >= 4 {
+        let len = std::str::from_utf8(&rest[..4])
+            .ok()
+            .and_then(|h| usize::from_str_radix(h, 16).ok());
+        let Some(len) = len.filter(|&l| l < 4 || l <= rest.len()) else {
+            break;
+        };
+        let (packet, tail) = rest.split_at(len.max(4));
+        match packet.get(4) {
+            Some(1) => pack.extend_from_slice(&packet[5..]),
+            Some(2) => {}
+            _ => kept.extend_from_slice(packet),
+        }
+        rest = tail;
+    }
+    kept.extend_from_slice(rest);
+    kept.extend_from_slice(b"\n[band 1]\n");
+    kept.extend_from_slice(&pack);
+    kept
+}
+
+/// The same requests, run as sshd runs `gitlab-shell`, against a sandbox on the dev Gitaly and
+/// one on the real Gitaly holding the same (deterministic) repository: exit code, stdout and
+/// stderr must be byte-identical (side-band output compared by band: [`demux`]). This is where the two Gitalys are compared wholesale: ref and
+/// capability advertisements (v0 and v2), `ls-refs`, a fetch, an archive, and broken input.
+#[test]
+fn direct_runs_match_the_dev_gitaly_byte_for_byte() {
+    let commits = vec![
+        Commit::new("main", "first\n", "README.md", "hello\n"),
+        Commit::new("main", "second\n", "src/a.txt", "a\n"),
+        Commit::new("topic", "topic\n", "t.txt", "t\n"),
+    ];
+    let make = |kind| {
+        Sandbox::builder("real-vs-dev")
+            .gitaly_kind(kind)
+            .fixture_yaml(crate::hostile_inputs::FIXTURE)
+            .seed("group/repo", commits.clone())
+            .build()
+    };
+    let dev = make(GitalyKind::Dev);
+    let real = make(Real);
+    let main = dev
+        .git()
+        .rev_parse(&dev.repo_path("group/repo"), "main")
+        .unwrap_or_default();
+    assert_eq!(
+        real.git().rev_parse(&real.repo_path("group/repo"), "main"),
+        Some(main.clone()),
+        "the two repositories must be identical"
+    );
+    let topic = dev
+        .git()
+        .rev_parse(&dev.repo_path("group/repo"), "topic")
+        .unwrap_or_default();
+    let want_main = format!(
+        "{}{}0009done\n",
+        pkt(&format!("want {main} ofs-delta no-progress\n")),
+        "0000"
+    );
+    let ls_refs = format!(
+        "{}0001{}{}{}0000",
+        pkt("command=ls-refs\n"),
+        pkt("peel\n"),
+        pkt("symrefs\n"),
+        pkt("ref-prefix refs/heads/\n")
+    );
+    let fetch_v2 = format!(
+        "{}0001{}{}{}{}0000",
+        pkt("command=fetch\n"),
+        pkt("thin-pack\n"),
+        pkt("ofs-delta\n"),
+        pkt(&format!("want {main}\n")),
+        pkt("done\n")
+    );
+    let archive = format!(
+        "{}{}0000",
+        pkt("argument --format=tar\n"),
+        pkt("argument main\n")
+    );
+    let cases: Vec<(&str, &str, &str, String)> = vec![
+        ("v0 advertisement", "git-upload-pack group/repo", "", "0000".into()),
+        ("v0 fetch", "git-upload-pack group/repo", "", want_main),
+        ("v2 capabilities", "git-upload-pack group/repo", "version=2", "0000".into()),
+        ("v2 ls-refs", "git-upload-pack group/repo", "version=2", ls_refs),
+        ("v2 fetch", "git-upload-pack group/repo", "version=2", fetch_v2),
+        ("receive-pack advertisement", "git-receive-pack group/repo", "", "0000".into()),
+        ("archive", "git-upload-archive group/repo", "", archive),
+        ("archive of an unknown ref", "git-upload-archive group/repo", "",
+            format!("{}{}0000", pkt("argument --format=tar\n"), pkt("argument nope\n"))),
+        ("upload-pack garbage", "git-upload-pack group/repo", "", "garbage".into()),
+        ("upload-pack unknown want", "git-upload-pack group/repo", "",
+            format!("{}00000009done\n", pkt(&format!("want {} ofs-delta\n", "1".repeat(40))))),
+        ("receive-pack garbage", "git-receive-pack group/repo", "", "garbage".into()),
+        // last: it changes the repositories (a deletion needs no pack; the hooks run)
+        ("push deleting a branch", "git-receive-pack group/repo", "",
+            format!("{}0000", pkt(&format!(
+                "{topic} {zero} refs/heads/topic\0report-status side-band-64k delete-refs\n",
+                zero = "0".repeat(40)
+            )))),
+    ];
+    let mut differences = Vec::new();
+    for (label, command, protocol, stdin) in &cases {
+        let run = |s: &Sandbox| {
+            let mut cmd = s
+                .shell(&["key-1"], Some(command))
+                .stdin(stdin.clone().into_bytes());
+            if !protocol.is_empty() {
+                cmd = cmd.env("GIT_PROTOCOL", *protocol);
+            }
+            cmd.run()
+        };
+        let (d, r) = (run(&dev), run(&real));
+        if (d.code, demux(&d.stdout), &d.stderr) != (r.code, demux(&r.stdout), &r.stderr) {
+            differences.push(format!(
+                "== {label} ==\n-- dev Gitaly --\n{d}\n-- real Gitaly --\n{r}"
+            ));
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+    for s in [&dev, &real] {
+        assert_eq!(s.git().rev_parse(&s.repo_path("group/repo"), "topic"), None);
+    }
+    // The internal API calls of the push's hooks: same order, same bodies and headers.
+    let calls = |s: &Sandbox| -> Vec<String> {
+        let storage = s.storage().display().to_string();
+        let mut out = Vec::new();
+        for path in ["/allowed", "/pre_receive", "/post_receive"] {
+            for r in s.api().requests_to(path) {
+                if r.header("user-agent") == Some("GitLab-Shell") {
+                    continue; // gitlab-shell's own /allowed calls, not the hooks'
+                }
+                let mut body = r.body.to_string().replace(&storage, "<storage>");
+                if let Some(start) = body.find("tmp_objdir-incoming-") {
+                    let end = body[start..]
+                        .find(|c: char| c == '\\' || c == '"')
+                        .map_or(body.len(), |e| start + e);
+                    body.replace_range(start..end, "tmp_objdir-incoming-<random>");
+                }
+                // Not compared: `Accept` (reqwest in the dev Gitaly always sends `*/*`, Go's
+                // client sends none; GitLab ignores it, see docs/real-gitaly.md).
+                let headers: Vec<String> = ["content-type", "user-agent", "content-length"]
+                    .iter()
+                    .map(|h| format!("{h}={:?}", r.header(h)))
+                    .collect();
+                let jwt = r.header("gitlab-shell-api-request").is_some();
+                out.push(format!("{} {} jwt={jwt} {} {body}", r.method, r.path, headers.join(" ")));
+            }
+        }
+        out
+    };
+    let (d, r) = (calls(&dev), calls(&real));
+    assert!(d.len() >= 3, "{d:#?}");
+    assert!(d == r, "hooks' API calls differ\n-- dev --\n{d:#?}\n-- real --\n{r:#?}");
 }

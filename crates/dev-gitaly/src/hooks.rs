@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// The version reported in `User-Agent: gitaly/<version>`.
-pub const GITALY_VERSION: &str = "16.11.0";
+pub const GITALY_VERSION: &str = "16.11.6";
 
 /// The hooks the wrappers dir provides.
 pub const HOOK_NAMES: &[&str] = &["pre-receive", "update", "post-receive"];
@@ -97,7 +97,10 @@ impl HookEnv {
         PathBuf::from(self.get(env::REPO_PATH))
     }
 
-    /// The quarantine dirs git set, relative to the repository (`env` of `/allowed`).
+    /// The quarantine dirs git set, relative to the repository (`env` of `/allowed`). Both keys
+    /// are always there, as Gitaly 16.11 sends them (docs/real-gitaly.md): a push without a
+    /// pack (only deletions) gives `{"GIT_ALTERNATE_OBJECT_DIRECTORIES_RELATIVE":null,
+    /// "GIT_OBJECT_DIRECTORY_RELATIVE":""}`.
     fn quarantine_env_json(&self) -> String {
         let repo = self.repo_path();
         let rel = |p: &str| -> String {
@@ -113,16 +116,17 @@ impl HookEnv {
             .filter(|s| !s.is_empty())
             .map(|s| rel(s.trim_matches('"')))
             .collect();
-        if !alternates.is_empty() {
-            m.insert(
-                "GIT_ALTERNATE_OBJECT_DIRECTORIES_RELATIVE".into(),
-                alternates.into(),
-            );
-        }
+        m.insert(
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES_RELATIVE".into(),
+            if alternates.is_empty() {
+                serde_json::Value::Null
+            } else {
+                alternates.into()
+            },
+        );
         let obj = self.get("GIT_OBJECT_DIRECTORY");
-        if !obj.is_empty() {
-            m.insert("GIT_OBJECT_DIRECTORY_RELATIVE".into(), rel(obj).into());
-        }
+        let obj = if obj.is_empty() { String::new() } else { rel(obj) };
+        m.insert("GIT_OBJECT_DIRECTORY_RELATIVE".into(), obj.into());
         serde_json::Value::Object(m).to_string()
     }
 }
@@ -491,10 +495,13 @@ fn post_receive(e: &HookEnv, input: &[u8], stdout: &mut dyn Write) -> Result<i32
             "identifier": e.get(env::GL_ID),
             "changes": String::from_utf8_lossy(input),
         });
+        // Gitaly 16.11 always sends the field: `null` without push options.
         let opts = e.push_options();
-        if !opts.is_empty() {
-            body["push_options"] = opts.into();
-        }
+        body["push_options"] = if opts.is_empty() {
+            serde_json::Value::Null
+        } else {
+            opts.into()
+        };
         let (status, body) = api
             .post("post_receive", &body)
             .map_err(|m| format!("GitLab: {m}"))?;
@@ -515,6 +522,29 @@ fn post_receive(e: &HookEnv, input: &[u8], stdout: &mut dyn Write) -> Result<i32
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `env` of `/allowed` always names both quarantine keys, as Gitaly 16.11 does.
+    #[test]
+    fn quarantine_env_with_and_without_a_quarantine() {
+        let mut e = HookEnv::default();
+        e.vars.insert(env::REPO_PATH.into(), "/s/r.git".into());
+        assert_eq!(
+            e.quarantine_env_json(),
+            r#"{"GIT_ALTERNATE_OBJECT_DIRECTORIES_RELATIVE":null,"GIT_OBJECT_DIRECTORY_RELATIVE":""}"#
+        );
+        e.vars.insert(
+            "GIT_OBJECT_DIRECTORY".into(),
+            "/s/r.git/objects/tmp_objdir-incoming-x".into(),
+        );
+        e.vars.insert(
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES".into(),
+            "/s/r.git/objects".into(),
+        );
+        assert_eq!(
+            e.quarantine_env_json(),
+            r#"{"GIT_ALTERNATE_OBJECT_DIRECTORIES_RELATIVE":["objects"],"GIT_OBJECT_DIRECTORY_RELATIVE":"objects/tmp_objdir-incoming-x"}"#
+        );
+    }
 
     #[test]
     fn identity_from_gl_id() {
