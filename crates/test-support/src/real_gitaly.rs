@@ -51,10 +51,18 @@ impl GitalyKind {
             reason = "test support, not the product: which Gitaly the suite runs against"
         )]
         let value = std::env::var(GITALY_ENV).unwrap_or_default();
-        match value.as_str() {
-            "" | "dev" => GitalyKind::Dev,
-            "real" => GitalyKind::Real,
-            other => panic!("{GITALY_ENV}={other:?}: expected `real` or `dev`"),
+        match GitalyKind::parse(&value) {
+            Some(kind) => kind,
+            None => panic!("{GITALY_ENV}={value:?}: expected `real` or `dev`"),
+        }
+    }
+
+    /// `real` → [`GitalyKind::Real`]; empty or `dev` → [`GitalyKind::Dev`]; else `None`.
+    pub fn parse(value: &str) -> Option<GitalyKind> {
+        match value {
+            "" | "dev" => Some(GitalyKind::Dev),
+            "real" => Some(GitalyKind::Real),
+            _ => None,
         }
     }
 }
@@ -335,6 +343,50 @@ fn read_lossy(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kind_from_the_environment_value() {
+        assert_eq!(GitalyKind::parse(""), Some(GitalyKind::Dev));
+        assert_eq!(GitalyKind::parse("dev"), Some(GitalyKind::Dev));
+        assert_eq!(GitalyKind::parse("real"), Some(GitalyKind::Real));
+        assert_eq!(GitalyKind::parse("Real"), None);
+    }
+
+    /// A sandbox on the real Gitaly: the stub API points GitLab Shell at it (unix socket), it
+    /// serves the seeded repository, and it is gone once the sandbox is dropped.
+    #[test]
+    fn a_sandbox_runs_on_the_real_gitaly() {
+        let sandbox = crate::Sandbox::builder("real-gitaly-selftest")
+            .gitaly_kind(GitalyKind::Real)
+            .fixture_yaml(
+                "users: [{ id: 1, username: alice }]\n\
+                 keys: [{ id: 1, user: alice, key: \"ssh-ed25519 AAAAalice a@b\" }]\n\
+                 projects: [{ path: group/project, id: 1, members: { alice: admin } }]\n",
+            )
+            .seed(
+                "group/project",
+                vec![crate::Commit::new("main", "m\n", "README", "hi\n")],
+            )
+            .build();
+        let gitaly = sandbox.gitaly().unwrap();
+        assert_eq!(gitaly.kind(), GitalyKind::Real);
+        let address = gitaly.address();
+        assert_eq!(sandbox.fixture().gitaly.address, address);
+        let socket = PathBuf::from(address.strip_prefix("unix:").unwrap());
+        let run = sandbox
+            .shell(&["key-1"], Some("git-upload-pack group/project"))
+            .stdin(&b"0000"[..])
+            .run();
+        run.assert_success();
+        let main = sandbox
+            .git()
+            .rev_parse(&sandbox.repo_path("group/project"), "main")
+            .unwrap();
+        run.assert_stdout_contains(format!("{main} refs/heads/main"));
+        assert!(gitaly.log().contains("Starting Gitaly"), "{}", gitaly.log());
+        drop(sandbox);
+        assert!(UnixStream::connect(&socket).is_err());
+    }
 
     #[test]
     fn config_has_storage_bin_dir_api_token_and_both_listeners() {
