@@ -456,7 +456,10 @@ pub(crate) fn missing_repository_shows_gitalys_not_found_on(kind: GitalyKind) {
         .shell(&["key-1"], Some("git-upload-pack 'group/open.git'"))
         .stdin(&b"0000"[..])
         .run();
-    direct.assert_code(1).assert_stdout("").assert_stderr(&expected);
+    direct
+        .assert_code(1)
+        .assert_stdout("")
+        .assert_stderr(&expected);
 }
 
 #[test]
@@ -544,7 +547,9 @@ fn push_cut_off_mid_stream_changes_nothing_and_leaves_no_git_behind() {
     push_cut_off_mid_stream_changes_nothing_and_leaves_no_git_behind_on(GitalyKind::from_env());
 }
 
-pub(crate) fn push_cut_off_mid_stream_changes_nothing_and_leaves_no_git_behind_on(kind: GitalyKind) {
+pub(crate) fn push_cut_off_mid_stream_changes_nothing_and_leaves_no_git_behind_on(
+    kind: GitalyKind,
+) {
     let w = world_on("cut-push", kind);
     let before = w.server_refs("group/open");
     let dir = w.clone(&w.alice, "group/open", "open");

@@ -175,25 +175,82 @@ fn direct_runs_match_the_dev_gitaly_byte_for_byte() {
         pkt("argument main\n")
     );
     let cases: Vec<(&str, &str, &str, String)> = vec![
-        ("v0 advertisement", "git-upload-pack group/repo", "", "0000".into()),
+        (
+            "v0 advertisement",
+            "git-upload-pack group/repo",
+            "",
+            "0000".into(),
+        ),
         ("v0 fetch", "git-upload-pack group/repo", "", want_main),
-        ("v2 capabilities", "git-upload-pack group/repo", "version=2", "0000".into()),
-        ("v2 ls-refs", "git-upload-pack group/repo", "version=2", ls_refs),
-        ("v2 fetch", "git-upload-pack group/repo", "version=2", fetch_v2),
-        ("receive-pack advertisement", "git-receive-pack group/repo", "", "0000".into()),
+        (
+            "v2 capabilities",
+            "git-upload-pack group/repo",
+            "version=2",
+            "0000".into(),
+        ),
+        (
+            "v2 ls-refs",
+            "git-upload-pack group/repo",
+            "version=2",
+            ls_refs,
+        ),
+        (
+            "v2 fetch",
+            "git-upload-pack group/repo",
+            "version=2",
+            fetch_v2,
+        ),
+        (
+            "receive-pack advertisement",
+            "git-receive-pack group/repo",
+            "",
+            "0000".into(),
+        ),
         ("archive", "git-upload-archive group/repo", "", archive),
-        ("archive of an unknown ref", "git-upload-archive group/repo", "",
-            format!("{}{}0000", pkt("argument --format=tar\n"), pkt("argument nope\n"))),
-        ("upload-pack garbage", "git-upload-pack group/repo", "", "garbage".into()),
-        ("upload-pack unknown want", "git-upload-pack group/repo", "",
-            format!("{}00000009done\n", pkt(&format!("want {} ofs-delta\n", "1".repeat(40))))),
-        ("receive-pack garbage", "git-receive-pack group/repo", "", "garbage".into()),
+        (
+            "archive of an unknown ref",
+            "git-upload-archive group/repo",
+            "",
+            format!(
+                "{}{}0000",
+                pkt("argument --format=tar\n"),
+                pkt("argument nope\n")
+            ),
+        ),
+        (
+            "upload-pack garbage",
+            "git-upload-pack group/repo",
+            "",
+            "garbage".into(),
+        ),
+        (
+            "upload-pack unknown want",
+            "git-upload-pack group/repo",
+            "",
+            format!(
+                "{}00000009done\n",
+                pkt(&format!("want {} ofs-delta\n", "1".repeat(40)))
+            ),
+        ),
+        (
+            "receive-pack garbage",
+            "git-receive-pack group/repo",
+            "",
+            "garbage".into(),
+        ),
         // last: it changes the repositories (a deletion needs no pack; the hooks run)
-        ("push deleting a branch", "git-receive-pack group/repo", "",
-            format!("{}0000", pkt(&format!(
-                "{topic} {zero} refs/heads/topic\0report-status side-band-64k delete-refs\n",
-                zero = "0".repeat(40)
-            )))),
+        (
+            "push deleting a branch",
+            "git-receive-pack group/repo",
+            "",
+            format!(
+                "{}0000",
+                pkt(&format!(
+                    "{topic} {zero} refs/heads/topic\0report-status side-band-64k delete-refs\n",
+                    zero = "0".repeat(40)
+                ))
+            ),
+        ),
     ];
     let mut differences = Vec::new();
     for (label, command, protocol, stdin) in &cases {
@@ -240,12 +297,20 @@ fn direct_runs_match_the_dev_gitaly_byte_for_byte() {
                     .map(|h| format!("{h}={:?}", r.header(h)))
                     .collect();
                 let jwt = r.header("gitlab-shell-api-request").is_some();
-                out.push(format!("{} {} jwt={jwt} {} {body}", r.method, r.path, headers.join(" ")));
+                out.push(format!(
+                    "{} {} jwt={jwt} {} {body}",
+                    r.method,
+                    r.path,
+                    headers.join(" ")
+                ));
             }
         }
         out
     };
     let (d, r) = (calls(&dev), calls(&real));
     assert!(d.len() >= 3, "{d:#?}");
-    assert!(d == r, "hooks' API calls differ\n-- dev --\n{d:#?}\n-- real --\n{r:#?}");
+    assert!(
+        d == r,
+        "hooks' API calls differ\n-- dev --\n{d:#?}\n-- real --\n{r:#?}"
+    );
 }

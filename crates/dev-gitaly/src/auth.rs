@@ -14,7 +14,7 @@ pub const TIMESTAMP_THRESHOLD_SECS: i64 = 30;
 /// Checks the `authorization` header value against `token` at Unix time `now`.
 /// `header` is the raw metadata value (`None` when absent).
 ///
-/// As GitLab's Gitaly 16.11 answers (docs/real-gitaly.md, "dev Gitaly vs the real one"): a
+/// As GitLab's Gitaly 16.11 answers (docs/real-gitaly.md, "Where the dev Gitaly differed"): a
 /// missing header, another scheme than `Bearer`, a value that is not `<version>.<hex>.<message>`
 /// or a signature that is not hex → `Unauthenticated "authentication required"`; any other
 /// refusal (version not `v2`, wrong HMAC, unparsable or out-of-window timestamp) → the one

@@ -125,7 +125,11 @@ impl HookEnv {
             },
         );
         let obj = self.get("GIT_OBJECT_DIRECTORY");
-        let obj = if obj.is_empty() { String::new() } else { rel(obj) };
+        let obj = if obj.is_empty() {
+            String::new()
+        } else {
+            rel(obj)
+        };
         m.insert("GIT_OBJECT_DIRECTORY_RELATIVE".into(), obj.into());
         serde_json::Value::Object(m).to_string()
     }

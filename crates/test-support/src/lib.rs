@@ -27,7 +27,7 @@ pub use stub_api;
 
 pub use git::{Commit, GitEnv, random_bytes};
 pub use keys::ClientKey;
-pub use run::{Cmd, Run, Spawned};
 pub use real_gitaly::{GitalyKind, RealGitaly};
+pub use run::{Cmd, Run, Spawned};
 pub use sandbox::{ApiTransport, Gitaly, Sandbox, SandboxBuilder};
 pub use sshd::Sshd;

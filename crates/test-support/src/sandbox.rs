@@ -28,11 +28,11 @@ use stub_api::{StartOptions, StubApi};
 
 use crate::git::{Commit, GitEnv};
 use crate::keys::ClientKey;
-use crate::real_gitaly::{GitalyKind, RealGitaly, RealOptions};
 use crate::paths::{
     PRODUCT_BINARIES, bin_dir_override, built_binary, current_user, make_dir, socket_dir,
     unique_dir,
 };
+use crate::real_gitaly::{GitalyKind, RealGitaly, RealOptions};
 use crate::run::{Cmd, Run};
 use crate::secrets::{self, Finding};
 use crate::sshd::Sshd;
