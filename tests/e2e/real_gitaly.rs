@@ -286,7 +286,7 @@ fn direct_runs_match_the_dev_gitaly_byte_for_byte() {
                 let mut body = r.body.to_string().replace(&storage, "<storage>");
                 if let Some(start) = body.find("tmp_objdir-incoming-") {
                     let end = body[start..]
-                        .find(|c: char| c == '\\' || c == '"')
+                        .find(['\\', '"'])
                         .map_or(body.len(), |e| start + e);
                     body.replace_range(start..end, "tmp_objdir-incoming-<random>");
                 }
