@@ -101,6 +101,11 @@ if [[ ! -f $A/updated ]]; then
     cat "$A/update.log" >&2
     die "apt-get update of the private trixie view failed (mirror $MIRROR)"
   }
+  # apt-get update exits 0 even when every fetch failed: check that trixie's index arrived.
+  if ! compgen -G "$A/lists/*_dists_trixie_main_binary-*_Packages*" >/dev/null; then
+    grep -E '^(E|W|Err):' "$A/update.log" >&2 || true
+    die "could not fetch trixie's package lists from $MIRROR (see $A/update.log)"
+  fi
   touch "$A/updated"
 fi
 

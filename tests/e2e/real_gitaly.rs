@@ -314,3 +314,46 @@ fn direct_runs_match_the_dev_gitaly_byte_for_byte() {
         "hooks' API calls differ\n-- dev --\n{d:#?}\n-- real --\n{r:#?}"
     );
 }
+
+/// `support/real-gitaly.sh` with a finished build: prints the bin folder at once (the cached
+/// path `make test` takes every time).
+#[test]
+fn the_build_script_reuses_a_finished_build_at_once() {
+    let bin = test_support::real_gitaly::ensure_built();
+    let script = test_support::paths::workspace_root().join("support/real-gitaly.sh");
+    let started = std::time::Instant::now();
+    let run = test_support::Cmd::new(&script).run();
+    let took = started.elapsed();
+    run.assert_success()
+        .assert_stdout(format!("{}\n", bin.display()));
+    assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
+    for b in [
+        "gitaly",
+        "gitaly-hooks",
+        "gitaly-ssh",
+        "gitaly-lfs-smudge",
+        "gitaly-gpg",
+    ] {
+        assert!(bin.join(b).is_file(), "{b} missing in {}", bin.display());
+    }
+}
+
+/// A mirror that does not answer (127.0.0.1, nothing listening) gives a clear error, not a
+/// misleading "package not found", and leaves no "updated" mark behind.
+#[test]
+fn the_build_script_says_when_the_mirror_gives_no_package_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = test_support::paths::workspace_root().join("support/real-gitaly.sh");
+    let port = test_support::sshd::free_port();
+    let mirror = format!("http://127.0.0.1:{port}/debian");
+    let run = test_support::Cmd::new(&script)
+        .env("GITLAB_SHELL_REAL_GITALY_DIR", dir.path())
+        .env("REAL_GITALY_MIRROR", &mirror)
+        .run();
+    run.assert_code(1)
+        .assert_stdout("")
+        .assert_stderr_contains(format!(
+            "real-gitaly: error: could not fetch trixie's package lists from {mirror}"
+        ));
+    assert!(!dir.path().join("apt/updated").exists());
+}
