@@ -118,14 +118,16 @@ fn demux(out: &[u8]) -> Vec<u8> {
 
 /// The same requests, run as sshd runs `gitlab-shell`, against a sandbox on the dev Gitaly and
 /// one on the real Gitaly holding the same (deterministic) repository: exit code, stdout and
-/// stderr must be byte-identical (side-band output compared by band: [`demux`]). This is where the two Gitalys are compared wholesale: ref and
-/// capability advertisements (v0 and v2), `ls-refs`, a fetch, an archive, and broken input.
+/// stderr must be byte-identical (side-band output compared band by band: [`demux`]). This is
+/// where the two Gitalys are compared wholesale: ref and capability advertisements (v0 and v2),
+/// `ls-refs`, fetches, archives, broken input, and pushes whose hooks call the internal API.
 #[test]
 fn direct_runs_match_the_dev_gitaly_byte_for_byte() {
     let commits = vec![
         Commit::new("main", "first\n", "README.md", "hello\n"),
         Commit::new("main", "second\n", "src/a.txt", "a\n"),
         Commit::new("topic", "topic\n", "t.txt", "t\n"),
+        Commit::new("other", "other\n", "o.txt", "o\n"),
     ];
     let make = |kind| {
         Sandbox::builder("real-vs-dev")
@@ -148,6 +150,10 @@ fn direct_runs_match_the_dev_gitaly_byte_for_byte() {
     let topic = dev
         .git()
         .rev_parse(&dev.repo_path("group/repo"), "topic")
+        .unwrap_or_default();
+    let other = dev
+        .git()
+        .rev_parse(&dev.repo_path("group/repo"), "other")
         .unwrap_or_default();
     let want_main = format!(
         "{}{}0009done\n",
@@ -251,6 +257,21 @@ fn direct_runs_match_the_dev_gitaly_byte_for_byte() {
                 ))
             ),
         ),
+        (
+            "push with push options",
+            "git-receive-pack group/repo",
+            "",
+            format!(
+                "{}0000{}{}0000",
+                pkt(&format!(
+                    "{other} {zero} refs/heads/other\0report-status side-band-64k delete-refs \
+                     push-options\n",
+                    zero = "0".repeat(40)
+                )),
+                pkt("ci.skip\n"),
+                pkt("merge_request.create\n")
+            ),
+        ),
     ];
     let mut differences = Vec::new();
     for (label, command, protocol, stdin) in &cases {
@@ -273,6 +294,7 @@ fn direct_runs_match_the_dev_gitaly_byte_for_byte() {
     assert!(differences.is_empty(), "{}", differences.join("\n"));
     for s in [&dev, &real] {
         assert_eq!(s.git().rev_parse(&s.repo_path("group/repo"), "topic"), None);
+        assert_eq!(s.git().rev_parse(&s.repo_path("group/repo"), "other"), None);
     }
     // The internal API calls of the push's hooks: same order, same bodies and headers.
     let calls = |s: &Sandbox| -> Vec<String> {
@@ -308,7 +330,11 @@ fn direct_runs_match_the_dev_gitaly_byte_for_byte() {
         out
     };
     let (d, r) = (calls(&dev), calls(&real));
-    assert!(d.len() >= 3, "{d:#?}");
+    assert!(d.len() >= 6, "{d:#?}");
+    assert!(
+        d.iter().any(|c| c.contains("merge_request.create")),
+        "{d:#?}"
+    );
     assert!(
         d == r,
         "hooks' API calls differ\n-- dev --\n{d:#?}\n-- real --\n{r:#?}"

@@ -136,6 +136,7 @@ impl HookEnv {
 }
 
 /// Body of `POST /api/v4/internal/allowed` from the pre-receive hook (field order as Gitaly's).
+/// No push options: Gitaly 16.11 sends them only to `/post_receive` (docs/real-gitaly.md).
 #[derive(Debug, Serialize)]
 struct AllowedRequest {
     action: &'static str,
@@ -151,8 +152,6 @@ struct AllowedRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     user_id: Option<String>,
     relative_path: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    push_options: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -454,7 +453,6 @@ fn pre_receive(e: &HookEnv, input: &[u8], stderr: &mut dyn Write) -> Result<i32,
             key_id,
             user_id,
             relative_path: e.get(env::RELATIVE_PATH).to_owned(),
-            push_options: e.push_options(),
         };
         let (status, body) = api
             .post("allowed", &req)
