@@ -90,10 +90,11 @@ fn pkt(text: &str) -> String {
 }
 
 /// `out` with side-band packets taken apart, so that git's timing does not count: the band-1
-/// (pack data) payloads joined and put last, band-2 (progress) dropped, everything else (pkt-lines
-/// as they are, and whatever follows a part that is not a pkt-line) kept byte for byte.
+/// (pack data) payloads joined and put last, band 2 (messages) joined without the progress
+/// redraws, everything else (pkt-lines as they are, and whatever follows a part that is not a
+/// pkt-line) kept byte for byte.
 fn demux(out: &[u8]) -> Vec<u8> {
-    let (mut kept, mut pack) = (Vec::new(), Vec::new());
+    let (mut kept, mut pack, mut progress) = (Vec::new(), Vec::new(), Vec::new());
     let mut rest = out;
     while rest.len() >= 4 {
         let len = std::str::from_utf8(&rest[..4])
@@ -105,16 +106,34 @@ fn demux(out: &[u8]) -> Vec<u8> {
         let (packet, tail) = rest.split_at(len.max(4));
         match packet.get(4) {
             Some(1) => pack.extend_from_slice(&packet[5..]),
-            Some(2) => {}
+            Some(2) => progress.extend_from_slice(&packet[5..]),
             _ => kept.extend_from_slice(packet),
         }
         rest = tail;
     }
     kept.extend_from_slice(rest);
+    kept.extend_from_slice(b"\n[band 2]\n");
+    // git redraws progress lines (ending in \r) as often as time allows: keep only the lines
+    // that end in \n (messages, hook output, the final "…, done.").
+    for line in progress.split_inclusive(|&b| b == b'\r' || b == b'\n') {
+        if line.ends_with(b"\n") {
+            kept.extend_from_slice(line);
+        }
+    }
     kept.extend_from_slice(b"\n[band 1]\n");
     kept.extend_from_slice(&pack);
     kept
 }
+
+/// alice may write to group/repo, but not to its protected branch `guarded`.
+const FIXTURE: &str = r#"
+users:
+  - { id: 1, username: alice, name: Alice }
+keys:
+  - { id: 1, user: alice, key: "ssh-ed25519 AAAAalice alice@example" }
+projects:
+  - { path: group/repo, id: 1, members: { alice: write }, protected_branches: [guarded] }
+"#;
 
 /// The same requests, run as sshd runs `gitlab-shell`, against a sandbox on the dev Gitaly and
 /// one on the real Gitaly holding the same (deterministic) repository: exit code, stdout and
@@ -128,11 +147,12 @@ fn direct_runs_match_the_dev_gitaly_byte_for_byte() {
         Commit::new("main", "second\n", "src/a.txt", "a\n"),
         Commit::new("topic", "topic\n", "t.txt", "t\n"),
         Commit::new("other", "other\n", "o.txt", "o\n"),
+        Commit::new("guarded", "guarded\n", "g.txt", "g\n"),
     ];
     let make = |kind| {
         Sandbox::builder("real-vs-dev")
             .gitaly_kind(kind)
-            .fixture_yaml(crate::hostile_inputs::FIXTURE)
+            .fixture_yaml(FIXTURE)
             .seed("group/repo", commits.clone())
             .build()
     };
@@ -154,6 +174,10 @@ fn direct_runs_match_the_dev_gitaly_byte_for_byte() {
     let other = dev
         .git()
         .rev_parse(&dev.repo_path("group/repo"), "other")
+        .unwrap_or_default();
+    let guarded = dev
+        .git()
+        .rev_parse(&dev.repo_path("group/repo"), "guarded")
         .unwrap_or_default();
     let want_main = format!(
         "{}{}0009done\n",
@@ -244,6 +268,19 @@ fn direct_runs_match_the_dev_gitaly_byte_for_byte() {
             "",
             "garbage".into(),
         ),
+        (
+            "push refused by the hook",
+            "git-receive-pack group/repo",
+            "",
+            format!(
+                "{}0000",
+                pkt(&format!(
+                    "{guarded} {zero} refs/heads/guarded\0report-status side-band-64k \
+                     delete-refs\n",
+                    zero = "0".repeat(40)
+                ))
+            ),
+        ),
         // last: it changes the repositories (a deletion needs no pack; the hooks run)
         (
             "push deleting a branch",
@@ -285,6 +322,14 @@ fn direct_runs_match_the_dev_gitaly_byte_for_byte() {
             cmd.run()
         };
         let (d, r) = (run(&dev), run(&real));
+        if *label == "push refused by the hook" {
+            let shown = String::from_utf8_lossy(&r.stdout).into_owned();
+            assert!(
+                shown.contains("GitLab: You are not allowed")
+                    && shown.contains("ng refs/heads/guarded pre-receive hook declined"),
+                "{r}"
+            );
+        }
         if (d.code, demux(&d.stdout), &d.stderr) != (r.code, demux(&r.stdout), &r.stderr) {
             differences.push(format!(
                 "== {label} ==\n-- dev Gitaly --\n{d}\n-- real Gitaly --\n{r}"
@@ -295,6 +340,10 @@ fn direct_runs_match_the_dev_gitaly_byte_for_byte() {
     for s in [&dev, &real] {
         assert_eq!(s.git().rev_parse(&s.repo_path("group/repo"), "topic"), None);
         assert_eq!(s.git().rev_parse(&s.repo_path("group/repo"), "other"), None);
+        assert_eq!(
+            s.git().rev_parse(&s.repo_path("group/repo"), "guarded"),
+            Some(guarded.clone())
+        );
     }
     // The internal API calls of the push's hooks: same order, same bodies and headers.
     let calls = |s: &Sandbox| -> Vec<String> {
@@ -330,7 +379,7 @@ fn direct_runs_match_the_dev_gitaly_byte_for_byte() {
         out
     };
     let (d, r) = (calls(&dev), calls(&real));
-    assert!(d.len() >= 6, "{d:#?}");
+    assert!(d.len() >= 7, "{d:#?}");
     assert!(
         d.iter().any(|c| c.contains("merge_request.create")),
         "{d:#?}"
