@@ -69,6 +69,14 @@ clean:
 	$(CARGO) clean
 	rm -f $(addprefix bin/,$(BINARIES))
 
+.PHONY: real-gitaly
+## real-gitaly: GitLab's Gitaly 16.11.6 built from Debian trixie packages into target/real-gitaly
+## (support/real-gitaly.sh; ~3 min of 2 cores and ~3.5 GB once, then reused in well under a second).
+## The end-to-end tests run the Git tests against it as well (tests/e2e/real_gitaly.rs).
+real-gitaly:
+	support/real-gitaly.sh
+test e2e: real-gitaly
+
 .PHONY: bench
 ## bench: floor (sshd + git) vs gitolite3 vs ours over a private sshd on 127.0.0.1, as root
 ## (~10 min; BENCH_QUICK=1 for a ~2 min smoke run); writes bench/results/latest.md

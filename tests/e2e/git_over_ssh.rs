@@ -15,7 +15,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use test_support::{ApiTransport, ClientKey, Cmd, Commit, Run, Sandbox, Sshd};
+use test_support::{ApiTransport, ClientKey, Cmd, Commit, GitalyKind, Run, Sandbox, Sshd};
 
 /// The framed block GitLab Shell prints for an error (behaviour §1.6).
 fn framed(message: &str) -> String {
@@ -79,13 +79,19 @@ fn seed_commits() -> Vec<Commit> {
 }
 
 fn world(name: &str) -> World {
-    world_with(name, ApiTransport::Tcp)
+    world_on(name, GitalyKind::from_env())
 }
 
-fn world_with(name: &str, transport: ApiTransport) -> World {
+/// A world whose repositories are served by the `kind` Gitaly.
+fn world_on(name: &str, kind: GitalyKind) -> World {
+    world_with(name, ApiTransport::Tcp, kind)
+}
+
+fn world_with(name: &str, transport: ApiTransport, kind: GitalyKind) -> World {
     let mut builder = Sandbox::builder(name)
         .fixture_yaml(FIXTURE)
-        .api_transport(transport);
+        .api_transport(transport)
+        .gitaly_kind(kind);
     let alice = builder.client_key("alice", 1, Some("alice"));
     let bob = builder.client_key("bob", 2, Some("bob"));
     let stranger = {
@@ -188,8 +194,8 @@ impl World {
     }
 }
 
-fn clone_with_protocol(version: &str) {
-    let w = world(&format!("clone-v{version}"));
+pub(crate) fn clone_with_protocol(version: &str, kind: GitalyKind) {
+    let w = world_on(&format!("clone-v{version}"), kind);
     let work = w.sandbox.work_dir("clones");
     let run = w
         .git(&w.alice, &work)
@@ -221,18 +227,18 @@ fn clone_with_protocol(version: &str) {
 
 #[test]
 fn clone_with_protocol_v2() {
-    clone_with_protocol("2");
+    clone_with_protocol("2", GitalyKind::from_env());
 }
 
 #[test]
 fn clone_with_protocol_v0() {
-    clone_with_protocol("0");
+    clone_with_protocol("0", GitalyKind::from_env());
 }
 
 /// `gitlab_url: http+unix://…` (the default of an Omnibus install: Workhorse's socket).
 #[test]
 fn clone_and_push_with_the_api_on_a_unix_socket() {
-    let w = world_with("unix-api", ApiTransport::Unix);
+    let w = world_with("unix-api", ApiTransport::Unix, GitalyKind::from_env());
     let config = fs::read_to_string(w.sandbox.root().join("config.yml")).unwrap();
     assert!(
         config.contains("gitlab_url: \"http+unix://%2Ftmp%2F"),
@@ -258,7 +264,11 @@ fn clone_and_push_with_the_api_on_a_unix_socket() {
 
 #[test]
 fn fetch_gets_new_commits() {
-    let w = world("fetch");
+    fetch_gets_new_commits_on(GitalyKind::from_env());
+}
+
+pub(crate) fn fetch_gets_new_commits_on(kind: GitalyKind) {
+    let w = world_on("fetch", kind);
     let dir = w.clone(&w.alice, "group/open", "open");
     let tips = w.sandbox.git().seed(
         &w.sandbox.repo_path("group/open"),
@@ -271,7 +281,11 @@ fn fetch_gets_new_commits() {
 
 #[test]
 fn push_new_commits_and_a_new_branch() {
-    let w = world("push");
+    push_new_commits_and_a_new_branch_on(GitalyKind::from_env());
+}
+
+pub(crate) fn push_new_commits_and_a_new_branch_on(kind: GitalyKind) {
+    let w = world_on("push", kind);
     let dir = w.clone(&w.alice, "group/open", "open");
     w.commit(&dir, "Change the readme", &[("README.md", b"# Changed\n")]);
     let run = w.git(&w.alice, &dir).args(["push", "origin", "main"]).run();
@@ -308,7 +322,11 @@ fn push_new_commits_and_a_new_branch() {
 
 #[test]
 fn push_to_a_protected_branch_is_refused_by_the_hook() {
-    let w = world("protected");
+    push_to_a_protected_branch_is_refused_by_the_hook_on(GitalyKind::from_env());
+}
+
+pub(crate) fn push_to_a_protected_branch_is_refused_by_the_hook_on(kind: GitalyKind) {
+    let w = world_on("protected", kind);
     let before = w.server_refs("group/guarded");
     let dir = w.clone(&w.alice, "group/guarded", "guarded");
     w.commit(&dir, "Not allowed", &[("README.md", b"# Nope\n")]);
@@ -343,7 +361,11 @@ fn push_without_write_access_is_refused() {
 
 #[test]
 fn archive_remote_matches_the_server() {
-    let w = world("archive");
+    archive_remote_matches_the_server_on(GitalyKind::from_env());
+}
+
+pub(crate) fn archive_remote_matches_the_server_on(kind: GitalyKind) {
+    let w = world_on("archive", kind);
     let work = w.sandbox.work_dir("archive");
     let run = w
         .git(&w.alice, &work)
@@ -371,7 +393,11 @@ fn archive_remote_matches_the_server() {
 
 #[test]
 fn ls_remote_lists_the_server_refs() {
-    let w = world("ls-remote");
+    ls_remote_lists_the_server_refs_on(GitalyKind::from_env());
+}
+
+pub(crate) fn ls_remote_lists_the_server_refs_on(kind: GitalyKind) {
+    let w = world_on("ls-remote", kind);
     let work = w.sandbox.work_dir("ls");
     let run = w
         .git(&w.alice, &work)
@@ -397,6 +423,43 @@ fn unknown_project_shows_the_framed_message() {
         .assert_stderr_contains(framed(NOT_FOUND))
         .assert_stderr_contains("fatal: Could not read from remote repository.");
     assert!(!work.join("nope").exists());
+}
+
+/// The internal API knows the project but Gitaly has no repository for it: Gitaly's NotFound
+/// reaches the user in the framed block (docs/real-gitaly.md), for clone v2, clone v0 and push.
+#[test]
+fn missing_repository_shows_gitalys_not_found() {
+    missing_repository_shows_gitalys_not_found_on(GitalyKind::from_env());
+}
+
+pub(crate) fn missing_repository_shows_gitalys_not_found_on(kind: GitalyKind) {
+    let w = world_on("missing-repo", kind);
+    let dir = w.clone(&w.alice, "group/open", "open");
+    fs::remove_dir_all(w.sandbox.repo_path("group/open")).unwrap();
+    let expected = framed("rpc error: code = NotFound desc = repository not found");
+    let work = w.sandbox.work_dir("clones");
+    for version in ["2", "0"] {
+        let run = w
+            .git(&w.alice, &work)
+            .args(["-c", &format!("protocol.version={version}"), "clone"])
+            .args([&w.url("group/open"), &format!("v{version}")])
+            .run();
+        run.assert_code(128)
+            .assert_stderr_contains(&expected)
+            .assert_stderr_contains("fatal: Could not read from remote repository.");
+    }
+    let run = w.git(&w.alice, &dir).args(["push", "origin", "main"]).run();
+    run.assert_code(128).assert_stderr_contains(&expected);
+    // Run directly (as sshd would), gitlab-shell exits 1 and writes nothing on stdout.
+    let direct = w
+        .sandbox
+        .shell(&["key-1"], Some("git-upload-pack 'group/open.git'"))
+        .stdin(&b"0000"[..])
+        .run();
+    direct
+        .assert_code(1)
+        .assert_stdout("")
+        .assert_stderr(&expected);
 }
 
 #[test]
@@ -447,7 +510,11 @@ fn ssh_without_a_command_prints_the_welcome_message() {
 
 #[test]
 fn console_messages_are_shown_as_remote_lines() {
-    let w = world("console");
+    console_messages_are_shown_as_remote_lines_on(GitalyKind::from_env());
+}
+
+pub(crate) fn console_messages_are_shown_as_remote_lines_on(kind: GitalyKind) {
+    let w = world_on("console", kind);
     let work = w.sandbox.work_dir("clones");
     let run = w
         .git(&w.alice, &work)
@@ -477,7 +544,13 @@ fn stalling_ssh(w: &World, key: &ClientKey, limit: u64) -> PathBuf {
 
 #[test]
 fn push_cut_off_mid_stream_changes_nothing_and_leaves_no_git_behind() {
-    let w = world("cut-push");
+    push_cut_off_mid_stream_changes_nothing_and_leaves_no_git_behind_on(GitalyKind::from_env());
+}
+
+pub(crate) fn push_cut_off_mid_stream_changes_nothing_and_leaves_no_git_behind_on(
+    kind: GitalyKind,
+) {
+    let w = world_on("cut-push", kind);
     let before = w.server_refs("group/open");
     let dir = w.clone(&w.alice, "group/open", "open");
     let big = test_support::random_bytes(0xC0FFEE, 20 << 20);

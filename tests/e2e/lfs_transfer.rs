@@ -9,7 +9,7 @@
 use std::fs;
 use std::path::Path;
 
-use test_support::{ClientKey, Commit, Run, Sandbox, Sshd, random_bytes};
+use test_support::{ClientKey, Commit, GitalyKind, Run, Sandbox, Sshd, random_bytes};
 
 const FIXTURE: &str = r#"
 users:
@@ -54,7 +54,12 @@ fn wire(items: &[&str]) -> String {
 
 /// A sandbox with pure-SSH LFS on, whose LFS hrefs point at the stub API over TCP.
 fn sandbox(name: &str, extra: &str) -> (Sandbox, ClientKey) {
+    sandbox_with(name, extra, GitalyKind::from_env())
+}
+
+fn sandbox_with(name: &str, extra: &str, kind: GitalyKind) -> (Sandbox, ClientKey) {
     let mut builder = Sandbox::builder(name)
+        .gitaly_kind(kind)
         .fixture_yaml(FIXTURE)
         .config_extra(extra);
     let alice = builder.client_key("alice", 1, Some("alice"));
@@ -315,7 +320,12 @@ fn git_ok(sandbox: &Sandbox, sshd: &Sshd, key: &ClientKey, dir: &Path, args: &[&
 
 #[test]
 fn git_lfs_push_and_clone_over_sshd() {
-    let (sandbox, alice) = sandbox_on("lfs-transfer-git");
+    git_lfs_push_and_clone_over_sshd_on(GitalyKind::from_env());
+}
+
+/// git-lfs over pure SSH next to `git push`/`git clone` through the `kind` Gitaly.
+pub(crate) fn git_lfs_push_and_clone_over_sshd_on(kind: GitalyKind) {
+    let (sandbox, alice) = sandbox_with("lfs-transfer-git", PURE_SSH, kind);
     let sshd = sandbox.sshd();
     let home = sandbox.git().home().to_owned();
     let work = sandbox.work_dir("lfs");

@@ -1,5 +1,6 @@
 //! End-to-end tests: the built binaries from `bin/`, run as sshd runs them, against the stub
-//! internal API and the dev Gitaly; and real `git` through a real `sshd`.
+//! internal API and the dev Gitaly (the Git tests also against GitLab's own Gitaly: `real_gitaly`);
+//! and real `git` through a real `sshd`.
 //!
 //! Build first with `make compile` (the Makefile's `test` target does it).
 
@@ -19,5 +20,6 @@ mod operator_docs;
 mod operator_haproxy;
 mod operator_setup;
 mod operator_sshd_modes;
+mod real_gitaly;
 mod secrets_scan;
 mod shell_commands;

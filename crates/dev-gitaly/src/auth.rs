@@ -1,4 +1,5 @@
-//! Gitaly's v2 token check (gitaly.md §3.1; Gitaly `auth/rpccredentials.go`, `auth/token.go`).
+//! Gitaly's v2 token check (Gitaly `auth/token.go`; the answers as Gitaly 16.11 gives them, see
+//! docs/real-gitaly.md).
 //!
 //! The client sends `authorization: Bearer v2.<hex HMAC-SHA256(token, ts)>.<ts>`; the server
 //! accepts timestamps up to 30 s away from its own clock in either direction.
@@ -12,8 +13,15 @@ pub const TIMESTAMP_THRESHOLD_SECS: i64 = 30;
 
 /// Checks the `authorization` header value against `token` at Unix time `now`.
 /// `header` is the raw metadata value (`None` when absent).
+///
+/// As GitLab's Gitaly 16.11 answers (docs/real-gitaly.md, "Where the dev Gitaly differed"): a
+/// missing header, another scheme than `Bearer`, a value that is not `<version>.<hex>.<message>`
+/// or a signature that is not hex → `Unauthenticated "authentication required"`; any other
+/// refusal (version not `v2`, wrong HMAC, unparsable or out-of-window timestamp) → the one
+/// `PermissionDenied "permission denied"`, whatever the reason.
 pub fn check(token: &str, header: Option<&str>, now: i64) -> Result<(), Status> {
     let unauthenticated = || Status::unauthenticated("authentication required");
+    let denied = || Status::permission_denied("permission denied");
     let header = header.ok_or_else(unauthenticated)?;
     let (scheme, value) = header.split_once(' ').ok_or_else(unauthenticated)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -23,28 +31,16 @@ pub fn check(token: &str, header: Option<&str>, now: i64) -> Result<(), Status> 
     let [version, sig_hex, ts] = parts[..] else {
         return Err(unauthenticated());
     };
+    let sig = hex::decode(sig_hex).map_err(|_| unauthenticated())?;
     if version != "v2" {
-        return Err(Status::permission_denied(
-            "permission denied: invalid token version",
-        ));
+        return Err(denied());
     }
-    let wrong_sig = || Status::permission_denied("permission denied: wrong hmac signature");
-    let sig = hex::decode(sig_hex).map_err(|_| wrong_sig())?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(token.as_bytes()).map_err(|_| wrong_sig())?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(token.as_bytes()).map_err(|_| denied())?;
     mac.update(ts.as_bytes());
-    mac.verify_slice(&sig).map_err(|_| wrong_sig())?;
-    let issued: i64 = ts
-        .parse()
-        .map_err(|_| Status::permission_denied("permission denied: parse timestamp"))?;
-    if issued < now - TIMESTAMP_THRESHOLD_SECS {
-        return Err(Status::permission_denied(
-            "permission denied: token has expired",
-        ));
-    }
-    if issued > now + TIMESTAMP_THRESHOLD_SECS {
-        return Err(Status::permission_denied(
-            "permission denied: token's validity window is in future",
-        ));
+    mac.verify_slice(&sig).map_err(|_| denied())?;
+    let issued: i64 = ts.parse().map_err(|_| denied())?;
+    if issued < now - TIMESTAMP_THRESHOLD_SECS || issued > now + TIMESTAMP_THRESHOLD_SECS {
+        return Err(denied());
     }
     Ok(())
 }
@@ -109,26 +105,31 @@ mod tests {
     fn rejects_31_seconds_off() {
         let e = check("secret", Some(&v2_header("secret", NOW - 31)), NOW).unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied);
-        assert_eq!(e.message(), "permission denied: token has expired");
+        assert_eq!(e.message(), "permission denied");
         let e = check("secret", Some(&v2_header("secret", NOW + 31)), NOW).unwrap_err();
-        assert_eq!(
-            e.message(),
-            "permission denied: token's validity window is in future"
-        );
+        assert_eq!(e.code(), Code::PermissionDenied);
+        assert_eq!(e.message(), "permission denied");
     }
 
     #[test]
     fn wrong_token_missing_header_and_version() {
         let e = check("secret", Some(&v2_header("other", NOW)), NOW).unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied);
-        assert_eq!(e.message(), "permission denied: wrong hmac signature");
+        assert_eq!(e.message(), "permission denied");
         let e = check("secret", None, NOW).unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated);
         assert_eq!(e.message(), "authentication required");
         let v1 = v2_header("secret", NOW).replacen("v2.", "v1.", 1);
         let e = check("secret", Some(&v1), NOW).unwrap_err();
-        assert_eq!(e.message(), "permission denied: invalid token version");
+        assert_eq!(e.code(), Code::PermissionDenied);
+        assert_eq!(e.message(), "permission denied");
         let e = check("secret", Some("Bearer garbage"), NOW).unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated);
+        // A signature that is not hex is a malformed header, not a wrong signature.
+        let e = check("secret", Some("Bearer v2.zz.1"), NOW).unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+        assert_eq!(e.message(), "authentication required");
+        let e = check("secret", Some("Bearer v2.00.notatime"), NOW).unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied);
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// The version reported in `User-Agent: gitaly/<version>`.
-pub const GITALY_VERSION: &str = "16.11.0";
+pub const GITALY_VERSION: &str = "16.11.6";
 
 /// The hooks the wrappers dir provides.
 pub const HOOK_NAMES: &[&str] = &["pre-receive", "update", "post-receive"];
@@ -97,7 +97,10 @@ impl HookEnv {
         PathBuf::from(self.get(env::REPO_PATH))
     }
 
-    /// The quarantine dirs git set, relative to the repository (`env` of `/allowed`).
+    /// The quarantine dirs git set, relative to the repository (`env` of `/allowed`). Both keys
+    /// are always there, as Gitaly 16.11 sends them (docs/real-gitaly.md): a push without a
+    /// pack (only deletions) gives `{"GIT_ALTERNATE_OBJECT_DIRECTORIES_RELATIVE":null,
+    /// "GIT_OBJECT_DIRECTORY_RELATIVE":""}`.
     fn quarantine_env_json(&self) -> String {
         let repo = self.repo_path();
         let rel = |p: &str| -> String {
@@ -113,21 +116,27 @@ impl HookEnv {
             .filter(|s| !s.is_empty())
             .map(|s| rel(s.trim_matches('"')))
             .collect();
-        if !alternates.is_empty() {
-            m.insert(
-                "GIT_ALTERNATE_OBJECT_DIRECTORIES_RELATIVE".into(),
-                alternates.into(),
-            );
-        }
+        m.insert(
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES_RELATIVE".into(),
+            if alternates.is_empty() {
+                serde_json::Value::Null
+            } else {
+                alternates.into()
+            },
+        );
         let obj = self.get("GIT_OBJECT_DIRECTORY");
-        if !obj.is_empty() {
-            m.insert("GIT_OBJECT_DIRECTORY_RELATIVE".into(), rel(obj).into());
-        }
+        let obj = if obj.is_empty() {
+            String::new()
+        } else {
+            rel(obj)
+        };
+        m.insert("GIT_OBJECT_DIRECTORY_RELATIVE".into(), obj.into());
         serde_json::Value::Object(m).to_string()
     }
 }
 
 /// Body of `POST /api/v4/internal/allowed` from the pre-receive hook (field order as Gitaly's).
+/// No push options: Gitaly 16.11 sends them only to `/post_receive` (docs/real-gitaly.md).
 #[derive(Debug, Serialize)]
 struct AllowedRequest {
     action: &'static str,
@@ -143,8 +152,6 @@ struct AllowedRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     user_id: Option<String>,
     relative_path: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    push_options: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -446,7 +453,6 @@ fn pre_receive(e: &HookEnv, input: &[u8], stderr: &mut dyn Write) -> Result<i32,
             key_id,
             user_id,
             relative_path: e.get(env::RELATIVE_PATH).to_owned(),
-            push_options: e.push_options(),
         };
         let (status, body) = api
             .post("allowed", &req)
@@ -491,10 +497,13 @@ fn post_receive(e: &HookEnv, input: &[u8], stdout: &mut dyn Write) -> Result<i32
             "identifier": e.get(env::GL_ID),
             "changes": String::from_utf8_lossy(input),
         });
+        // Gitaly 16.11 always sends the field: `null` without push options.
         let opts = e.push_options();
-        if !opts.is_empty() {
-            body["push_options"] = opts.into();
-        }
+        body["push_options"] = if opts.is_empty() {
+            serde_json::Value::Null
+        } else {
+            opts.into()
+        };
         let (status, body) = api
             .post("post_receive", &body)
             .map_err(|m| format!("GitLab: {m}"))?;
@@ -515,6 +524,29 @@ fn post_receive(e: &HookEnv, input: &[u8], stdout: &mut dyn Write) -> Result<i32
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `env` of `/allowed` always names both quarantine keys, as Gitaly 16.11 does.
+    #[test]
+    fn quarantine_env_with_and_without_a_quarantine() {
+        let mut e = HookEnv::default();
+        e.vars.insert(env::REPO_PATH.into(), "/s/r.git".into());
+        assert_eq!(
+            e.quarantine_env_json(),
+            r#"{"GIT_ALTERNATE_OBJECT_DIRECTORIES_RELATIVE":null,"GIT_OBJECT_DIRECTORY_RELATIVE":""}"#
+        );
+        e.vars.insert(
+            "GIT_OBJECT_DIRECTORY".into(),
+            "/s/r.git/objects/tmp_objdir-incoming-x".into(),
+        );
+        e.vars.insert(
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES".into(),
+            "/s/r.git/objects".into(),
+        );
+        assert_eq!(
+            e.quarantine_env_json(),
+            r#"{"GIT_ALTERNATE_OBJECT_DIRECTORIES_RELATIVE":["objects"],"GIT_OBJECT_DIRECTORY_RELATIVE":"objects/tmp_objdir-incoming-x"}"#
+        );
+    }
 
     #[test]
     fn identity_from_gl_id() {

@@ -3,6 +3,8 @@
 //! - [`Sandbox`]: a temporary GitLab Shell root (copies of the built `bin/*`, `config.yml`,
 //!   `.gitlab_shell_secret`) with the stub internal API and the dev Gitaly running in-process and
 //!   bare repositories on a storage folder; runs binaries exactly as sshd runs them.
+//! - [`RealGitaly`]: GitLab's own Gitaly (built by `support/real-gitaly.sh`), which a sandbox
+//!   starts instead of the dev Gitaly when asked ([`GitalyKind`], `GITLAB_SHELL_TEST_GITALY`).
 //! - [`Sshd`]: the real OpenSSH server on 127.0.0.1 with a private config rendered from
 //!   `support/sshd_config.tmpl`.
 //! - [`Cmd`] / [`Run`]: running programs with a deadline and asserting on exit code and output,
@@ -14,6 +16,7 @@ pub mod git;
 pub mod keys;
 pub mod paths;
 pub mod procs;
+pub mod real_gitaly;
 pub mod run;
 pub mod sandbox;
 pub mod secrets;
@@ -24,6 +27,7 @@ pub use stub_api;
 
 pub use git::{Commit, GitEnv, random_bytes};
 pub use keys::ClientKey;
+pub use real_gitaly::{GitalyKind, RealGitaly};
 pub use run::{Cmd, Run, Spawned};
-pub use sandbox::{ApiTransport, Sandbox, SandboxBuilder};
+pub use sandbox::{ApiTransport, Gitaly, Sandbox, SandboxBuilder};
 pub use sshd::Sshd;

@@ -1,7 +1,8 @@
 //! [`Sandbox`]: a GitLab Shell root for one test, laid out as an operator's install is
 //! (`<root>/bin/<binaries>`, `<root>/config.yml`, `<root>/.gitlab_shell_secret`), with the stub
-//! internal API and the dev Gitaly running in-process and the fixture's projects as bare
-//! repositories in a storage folder.
+//! internal API running in-process, a Gitaly (the in-process dev Gitaly, or GitLab's own as a
+//! child process: [`crate::real_gitaly`]) and the fixture's projects as bare repositories in a
+//! storage folder.
 //!
 //! The root lives under `<workspace>/target/e2e` (mode 0755 all the way up) because sshd refuses
 //! an `AuthorizedKeysCommand` below a group/world-writable folder such as `/tmp`; sockets live in a
@@ -31,6 +32,7 @@ use crate::paths::{
     PRODUCT_BINARIES, bin_dir_override, built_binary, current_user, make_dir, socket_dir,
     unique_dir,
 };
+use crate::real_gitaly::{GitalyKind, RealGitaly, RealOptions};
 use crate::run::{Cmd, Run};
 use crate::secrets::{self, Finding};
 use crate::sshd::Sshd;
@@ -59,6 +61,7 @@ pub struct SandboxBuilder {
     fixture: Fixture,
     transport: ApiTransport,
     gitaly: bool,
+    gitaly_kind: GitalyKind,
     gitaly_token: String,
     secret: Vec<u8>,
     config_extra: String,
@@ -105,6 +108,13 @@ impl SandboxBuilder {
     /// Whether to start the dev Gitaly and create the repositories (default: yes).
     pub fn gitaly(mut self, on: bool) -> Self {
         self.gitaly = on;
+        self
+    }
+
+    /// Which Gitaly to start: the dev Gitaly or GitLab's own (default: [`GitalyKind::from_env`],
+    /// i.e. `GITLAB_SHELL_TEST_GITALY`, else the dev Gitaly).
+    pub fn gitaly_kind(mut self, kind: GitalyKind) -> Self {
+        self.gitaly_kind = kind;
         self
     }
 
@@ -177,22 +187,40 @@ impl SandboxBuilder {
             Ok(api) => api,
             Err(e) => panic!("cannot start the stub API: {e:#}"),
         };
-        let gitaly = if self.gitaly {
-            let mut options = GitalyOptions::new(&storage);
-            options.listen = Listen::Unix(sockets.path().join("gitaly.sock"));
-            options.token = Some(self.gitaly_token.clone()).filter(|t| !t.is_empty());
-            options.gitlab_url = Some(api.tcp_url());
-            options.secret_file = Some(secret_file);
-            options.hook_binary = Some(built_binary("dev-gitaly"));
-            let server = match DevGitaly::start(options) {
-                Ok(g) => g,
-                Err(e) => panic!("cannot start the dev Gitaly: {e:#}"),
-            };
-            api.set_gitaly(server.address(), self.gitaly_token.clone());
-            Some(server)
-        } else {
-            None
+        let token = Some(self.gitaly_token.clone()).filter(|t| !t.is_empty());
+        let gitaly = match (self.gitaly, self.gitaly_kind) {
+            (false, _) => None,
+            (true, GitalyKind::Dev) => {
+                let mut options = GitalyOptions::new(&storage);
+                options.listen = Listen::Unix(sockets.path().join("gitaly.sock"));
+                options.token = token;
+                options.gitlab_url = Some(api.tcp_url());
+                options.secret_file = Some(secret_file);
+                options.hook_binary = Some(built_binary("dev-gitaly"));
+                match DevGitaly::start(options) {
+                    Ok(g) => Some(Gitaly::Dev(g)),
+                    Err(e) => panic!("cannot start the dev Gitaly: {e:#}"),
+                }
+            }
+            (true, GitalyKind::Real) => {
+                let options = RealOptions {
+                    dir: root.join("gitaly"),
+                    storage: storage.clone(),
+                    socket: sockets.path().join("gitaly.sock"),
+                    runtime_dir: sockets.path().join("rt"),
+                    gitlab_url: api.tcp_url(),
+                    secret_file,
+                    token,
+                };
+                match RealGitaly::start(&options) {
+                    Ok(g) => Some(Gitaly::Real(g)),
+                    Err(e) => panic!("cannot start the real Gitaly: {e:#}"),
+                }
+            }
         };
+        if let Some(server) = &gitaly {
+            api.set_gitaly(server.address(), self.gitaly_token.clone());
+        }
         let fixture = api.fixture();
         let mut watched = vec![
             (
@@ -244,13 +272,48 @@ impl SandboxBuilder {
     }
 }
 
+/// The Gitaly a sandbox started.
+#[derive(Debug)]
+pub enum Gitaly {
+    /// The project's dev Gitaly, in-process.
+    Dev(DevGitaly),
+    /// GitLab's Gitaly, a child process.
+    Real(RealGitaly),
+}
+
+impl Gitaly {
+    /// The address GitLab Shell is given (`unix:<path>`).
+    pub fn address(&self) -> String {
+        match self {
+            Gitaly::Dev(g) => g.address(),
+            Gitaly::Real(g) => g.address(),
+        }
+    }
+
+    /// Which one it is.
+    pub fn kind(&self) -> GitalyKind {
+        match self {
+            Gitaly::Dev(_) => GitalyKind::Dev,
+            Gitaly::Real(_) => GitalyKind::Real,
+        }
+    }
+
+    /// What the Gitaly logged (empty for the dev Gitaly, which logs through `tracing`).
+    pub fn log(&self) -> String {
+        match self {
+            Gitaly::Dev(_) => String::new(),
+            Gitaly::Real(g) => g.log(),
+        }
+    }
+}
+
 /// A GitLab Shell root with its servers; see the module docs.
 pub struct Sandbox {
     root: PathBuf,
     storage: PathBuf,
     git: GitEnv,
     api: StubApi,
-    gitaly: Option<DevGitaly>,
+    gitaly: Option<Gitaly>,
     /// `(label, value)` of the secrets the drop-time log scan looks for (besides the fixture's).
     watched: Mutex<Vec<(String, String)>>,
     _sockets: tempfile::TempDir,
@@ -264,6 +327,7 @@ impl Sandbox {
             fixture: Fixture::default(),
             transport: ApiTransport::Tcp,
             gitaly: true,
+            gitaly_kind: GitalyKind::from_env(),
             gitaly_token: DEFAULT_GITALY_TOKEN.to_owned(),
             secret: DEFAULT_SECRET.as_bytes().to_vec(),
             config_extra: String::new(),
@@ -296,8 +360,8 @@ impl Sandbox {
         &self.api
     }
 
-    /// The dev Gitaly, when started.
-    pub fn gitaly(&self) -> Option<&DevGitaly> {
+    /// The Gitaly (dev or real), when started.
+    pub fn gitaly(&self) -> Option<&Gitaly> {
         self.gitaly.as_ref()
     }
 
@@ -448,6 +512,8 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        // Stop Gitaly first: its log is complete and nothing writes into the root any more.
+        drop(self.gitaly.take());
         if std::thread::panicking() {
             eprintln_kept(&self.root);
             return;

@@ -236,26 +236,17 @@ fn token_is_enforced_with_a_30_second_window() {
         let e = call(Some(auth::v2_header("the-token", now - 31))).await;
         assert_eq!(
             (e.code(), e.message()),
-            (
-                Code::PermissionDenied,
-                "permission denied: token has expired"
-            )
+            (Code::PermissionDenied, "permission denied")
         );
         let e = call(Some(auth::v2_header("the-token", now + 31))).await;
         assert_eq!(
             (e.code(), e.message()),
-            (
-                Code::PermissionDenied,
-                "permission denied: token's validity window is in future"
-            )
+            (Code::PermissionDenied, "permission denied")
         );
         let e = call(Some(auth::v2_header("wrong", now))).await;
         assert_eq!(
             (e.code(), e.message()),
-            (
-                Code::PermissionDenied,
-                "permission denied: wrong hmac signature"
-            )
+            (Code::PermissionDenied, "permission denied")
         );
         let e = call(None).await;
         assert_eq!(
