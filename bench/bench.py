@@ -198,9 +198,9 @@ def sshd_config(port, user, auth_lines, name):
     AuthorizedKeysCommand lines are replaced by `auth_lines` (everything else stays identical)."""
     d = RUN / name
     text = (TOP / "support" / "sshd_config.tmpl").read_text()
-    lines = [ln for ln in text.splitlines() if not ln.startswith("#")]
+    lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
     if auth_lines is not None:
-        lines = [ln for ln in lines if not ln.startswith("AuthorizedKeys")] + auth_lines
+        lines = [ln for ln in lines if not ln.lstrip().startswith("AuthorizedKeys")] + auth_lines
     text = "\n".join(lines) + "\n"
     text = (text.replace("@PORT@", str(port)).replace("@HOST_KEY@", str(RUN / "host_ed25519"))
             .replace("@PID_FILE@", str(d / "sshd.pid")).replace("@PERMIT_ROOT_LOGIN@", "no")
