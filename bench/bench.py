@@ -393,7 +393,8 @@ def setup_ours(cache, pub):
     api = PROCS.start("stub-api", [
         TOP / "target/release/stub-api", "--fixture", d / "fixture.yml",
         "--unix", sock / "api.sock", "--secret-file", root / ".gitlab_shell_secret",
-        "--gitaly-address", f"unix:{sock / 'gitaly.sock'}", "--gitaly-token", token],
+        "--gitaly-address", f"unix:{sock / 'gitaly.sock'}", "--gitaly-token", token,
+        "--quiet"],
         d / "stub-api.log", user=USER, stdout=open(d / "stub-api.out", "wb"))
     wait_first_line(d / "stub-api.out", api, "stub-api")
     gitaly = PROCS.start("dev-gitaly", [

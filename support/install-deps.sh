@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system programs the tests, the demo and the benchmark need, when they are missing:
-# git, OpenSSH (server and client), git-lfs, haproxy and GNU time. Uses apt-get when run as root on
+# git, OpenSSH (server and client), git-lfs, haproxy, GNU time, adduser, runuser, dpkg-deb and
+# groff. Uses apt-get when run as root on
 # a Debian/Ubuntu machine; otherwise it only says what is missing. The Rust toolchain itself
 # (cargo) is expected to be installed already (https://rustup.rs).
 set -euo pipefail
@@ -14,6 +15,11 @@ declare -A wanted=(
   [git-lfs]=git-lfs
   [haproxy]=haproxy
   [/usr/bin/time]=time
+  # docs/install.md played by tests/e2e/operator_install.rs; `make deb`; the man page check
+  [/usr/sbin/adduser]=adduser
+  [/usr/sbin/runuser]=util-linux
+  [dpkg-deb]=dpkg
+  [groff]=groff-base
 )
 
 have() {
@@ -37,7 +43,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 if ((${#missing[@]} == 0)); then
-  echo "install-deps: all present (git, openssh-server, openssh-client, git-lfs, haproxy, time)"
+  echo "install-deps: all present (git, openssh-server, openssh-client, git-lfs, haproxy, time, adduser, util-linux, dpkg, groff-base)"
   exit 0
 fi
 

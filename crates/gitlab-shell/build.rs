@@ -1,5 +1,5 @@
 //! Bakes the product version and the build time into the binaries, as GitLab Shell's Makefile
-//! does with `-ldflags -X main.Version=… -X main.BuildTime=…` (docs/versioning.md):
+//! does with `-ldflags -X main.Version=… -X main.BuildTime=…` (docs/packaging.md):
 //! - version: `v` + the workspace `VERSION` file, plus `-g<commit>` (`git rev-parse --short
 //!   HEAD`, the suffix `git describe` gives) when built from a Git checkout;
 //! - build time, `%Y%m%d.%H%M%S` in UTC: `GITLAB_SHELL_BUILD_TIME` when set, else

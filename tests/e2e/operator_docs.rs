@@ -183,3 +183,55 @@ fn fenced_block_parser_keeps_only_the_wanted_language() {
     let doc = "x\n```sh\nmake\n```\n```sshd_config\nPort 1\n# c\n```\n```\nplain\n```\n";
     assert_eq!(fenced_blocks(doc, "sshd_config"), vec!["Port 1\n# c\n"]);
 }
+
+const TRIAL: &str = include_str!("../../docs/trial.md");
+
+#[test]
+fn the_fixture_example_of_the_trial_doc_loads() {
+    let blocks = fenced_blocks(TRIAL, "yaml fixture");
+    assert_eq!(blocks.len(), 1, "docs/trial.md: one ```yaml fixture block");
+    let fixture = test_support::stub_api::Fixture::from_yaml_str(&blocks[0])
+        .unwrap_or_else(|e| panic!("docs/trial.md fixture: {e:#}"));
+    assert_eq!(fixture.users[0].username, "demo");
+    assert_eq!(fixture.keys[0].user.as_deref(), Some("demo"));
+    assert_eq!(fixture.projects[0].path, "demo/hello");
+    assert_eq!(fixture.gitaly.token, "trial-token");
+    // Every section the fixture has is named in the prose.
+    for section in [
+        "check", "gitaly", "users[]", "keys[]", "projects[]", "personal_access_token", "lfs",
+        "post_receive", "geo_responses",
+    ] {
+        assert!(TRIAL.contains(&format!("- `{section}`")), "{section}");
+    }
+}
+
+#[test]
+fn the_stand_ins_answer_help_naming_the_trial_doc() {
+    for (binary, args) in [("stub-api", &["--help"][..]), ("dev-gitaly", &["--help"][..])] {
+        let run = test_support::Cmd::new(test_support::paths::built_binary(binary))
+            .args(args)
+            .run();
+        run.assert_success().assert_stdout_contains("docs/trial.md");
+    }
+}
+
+#[test]
+fn man_pages_render_without_warnings() {
+    let dir = test_support::paths::workspace_root().join("support/man");
+    let mut pages: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    pages.sort();
+    assert_eq!(pages.len(), 6, "{pages:?}");
+    for page in pages {
+        let run = test_support::Cmd::new("groff")
+            .args(["-man", "-ww", "-z"])
+            .arg(&page)
+            .run();
+        run.assert_success().assert_stderr("");
+        let text = std::fs::read_to_string(&page).unwrap();
+        assert!(text.starts_with(".TH "), "{}", page.display());
+        assert!(text.contains(".SH NAME"), "{}", page.display());
+    }
+}
