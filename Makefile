@@ -31,7 +31,8 @@ GITLAB_SHELL_NEW_SECRET ?=
 ## build of every workspace binary (the stub API and dev Gitaly that tests, demo and bench run)
 compile:
 	$(CARGO) build --release --locked --workspace --bins
-	$(CARGO) build --profile dist --locked $(PRODUCT_PACKAGES) --bins
+	GITLAB_SHELL_COMMIT="$$(git describe --always --dirty --abbrev=7 --exclude='*' 2>/dev/null || true)" \
+	  $(CARGO) build --profile dist --locked $(PRODUCT_PACKAGES) --bins
 	install -d bin
 	for b in $(BINARIES); do install -m755 "target/dist/$$b" "bin/$$b"; done
 

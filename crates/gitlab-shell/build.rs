@@ -1,7 +1,8 @@
 //! Bakes the product version and the build time into the binaries, as GitLab Shell's Makefile
 //! does with `-ldflags -X main.Version=… -X main.BuildTime=…` (docs/packaging.md):
 //! - version: `v` + the workspace `VERSION` file, plus `-g<commit>` (`git rev-parse --short
-//!   HEAD`, the suffix `git describe` gives) when built from a Git checkout;
+//!   HEAD`, the suffix `git describe` gives, or `GITLAB_SHELL_COMMIT`) when built from a Git
+//!   checkout;
 //! - build time, `%Y%m%d.%H%M%S` in UTC: `GITLAB_SHELL_BUILD_TIME` when set, else
 //!   `SOURCE_DATE_EPOCH` (reproducible builds, e.g. the Debian package), else the current time.
 
@@ -52,14 +53,6 @@ fn format_utc(secs: u64) -> String {
     )
 }
 
-/// Reruns this script when `path` changes; only for files that exist (cargo treats a missing
-/// file as changed, which would rebuild the crate every time).
-fn watch(path: Option<String>) {
-    if let Some(p) = path.filter(|p| Path::new(p).is_file()) {
-        println!("cargo:rerun-if-changed={p}");
-    }
-}
-
 fn main() {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let workspace = manifest.join("../..");
@@ -71,22 +64,25 @@ fn main() {
         .map(|v| v.trim().to_owned())
         .unwrap_or_else(|_| env!("CARGO_PKG_VERSION").to_owned());
 
-    // A new commit (HEAD, or the branch it points to, moves) reruns this script.
-    let commit = git(&workspace, &["rev-parse", "--short", "HEAD"]);
-    if commit.is_some() {
-        for path in ["HEAD", "packed-refs"] {
-            watch(git(
-                &workspace,
-                &["rev-parse", "--path-format=absolute", "--git-path", path],
-            ));
-        }
-        if let Some(branch) = git(&workspace, &["symbolic-ref", "-q", "HEAD"]) {
-            watch(git(
-                &workspace,
-                &["rev-parse", "--path-format=absolute", "--git-path", &branch],
-            ));
-        }
-    }
+    // The commit: GITLAB_SHELL_COMMIT when set (`make compile` sets it for the shipped `dist`
+    // build, so a new commit rebuilds those), else HEAD when this script runs, `-dirty` when the
+    // tracked files differ from it. This script reruns when the crate's sources change (not at
+    // every commit: that would rebuild everything depending on this crate after each commit).
+    println!("cargo:rerun-if-env-changed=GITLAB_SHELL_COMMIT");
+    println!("cargo:rerun-if-changed={}", manifest.join("src").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest.join("build.rs").display()
+    );
+    let commit = env("GITLAB_SHELL_COMMIT").or_else(|| {
+        let sha = git(&workspace, &["rev-parse", "--short", "HEAD"])?;
+        let dirty = git(
+            &workspace,
+            &["status", "--porcelain", "--untracked-files=no"],
+        )
+        .is_some();
+        Some(if dirty { format!("{sha}-dirty") } else { sha })
+    });
     let full_version = match &commit {
         Some(c) => format!("v{version}-g{c}"),
         None => format!("v{version}"),

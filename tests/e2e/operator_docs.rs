@@ -110,7 +110,8 @@ fn every_sshd_config_block_in_the_docs_is_a_tested_template() {
         }
         // The operator's lines are shown in full, as a `Match User` block.
         let operator = operator_part(TEMPLATES[0].1);
-        let wanted = [config_lines(operator), config_lines(&production(operator))];
+        let rendered = production(operator);
+        let wanted = [config_lines(operator), config_lines(&rendered)];
         assert!(wanted[0].iter().any(|l| l.starts_with("Match User @USER@")));
         assert!(
             blocks.iter().any(|b| wanted.contains(&config_lines(b))),
@@ -198,8 +199,15 @@ fn the_fixture_example_of_the_trial_doc_loads() {
     assert_eq!(fixture.gitaly.token, "trial-token");
     // Every section the fixture has is named in the prose.
     for section in [
-        "check", "gitaly", "users[]", "keys[]", "projects[]", "personal_access_token", "lfs",
-        "post_receive", "geo_responses",
+        "check",
+        "gitaly",
+        "users[]",
+        "keys[]",
+        "projects[]",
+        "personal_access_token",
+        "lfs",
+        "post_receive",
+        "geo_responses",
     ] {
         assert!(TRIAL.contains(&format!("- `{section}`")), "{section}");
     }
@@ -207,7 +215,10 @@ fn the_fixture_example_of_the_trial_doc_loads() {
 
 #[test]
 fn the_stand_ins_answer_help_naming_the_trial_doc() {
-    for (binary, args) in [("stub-api", &["--help"][..]), ("dev-gitaly", &["--help"][..])] {
+    for (binary, args) in [
+        ("stub-api", &["--help"][..]),
+        ("dev-gitaly", &["--help"][..]),
+    ] {
         let run = test_support::Cmd::new(test_support::paths::built_binary(binary))
             .args(args)
             .run();

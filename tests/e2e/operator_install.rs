@@ -8,7 +8,8 @@
 //!   is never touched; `/opt/gitlab-shell`, `/var/log/gitlab-shell`, `/etc/ssh/sshd_config` and
 //!   GitLab's `/home/git/gitlab` are folders of a scratch root under `target/e2e`;
 //! - `make` runs in this workspace with `MANDIR` in the scratch root (the man pages would go to
-//!   `/usr/local/share/man`);
+//!   `/usr/local/share/man`), and `make setup` copies `config.yml.example` with the same names
+//!   mapped (`CONFIG_EXAMPLE`; the example logs to `/var/log/gitlab-shell`);
 //! - `gitlab_url` points at the stub internal API, "GitLab" being a [`Sandbox`] (stub API with the
 //!   shared secret, dev Gitaly with the repositories).
 //!
@@ -230,11 +231,22 @@ fn install_md_played_on_a_scratch_root_like_a_node() {
         user: git_user.name().to_owned(),
         paths: vec![
             ("/opt/gitlab-shell", scratch.join("opt/gitlab-shell")),
-            ("/var/log/gitlab-shell", scratch.join("var/log/gitlab-shell")),
+            (
+                "/var/log/gitlab-shell",
+                scratch.join("var/log/gitlab-shell"),
+            ),
             ("/etc/ssh/sshd_config", sshd_config.clone()),
             ("/home/git/gitlab", scratch.join("gitlab")),
         ],
     };
+    let example = scratch.join("config.yml.example");
+    fs::write(
+        &example,
+        names.apply(&fs::read_to_string(workspace_root().join("config.yml.example")).unwrap()),
+    )
+    .unwrap();
+    // The privilege separation folder a node's sshd service creates.
+    fs::create_dir_all("/run/sshd").unwrap();
     let root = scratch.join("opt/gitlab-shell");
     let gitlab_secret = scratch.join("gitlab/.gitlab_shell_secret");
     let mut secret_written = false;
@@ -257,6 +269,7 @@ fn install_md_played_on_a_scratch_root_like_a_node() {
                     .env("PATH", NODE_PATH)
                     .env("HOME", "/root")
                     .env("LANG", "C.UTF-8")
+                    .env("CONFIG_EXAMPLE", &example)
                     .current_dir(&scratch)
                     .timeout(Duration::from_secs(120))
                     .run();
@@ -311,17 +324,26 @@ fn install_md_played_on_a_scratch_root_like_a_node() {
     assert!(match_block.contains("Match User"), "no sshd_config block");
 
     // What the install left: a usable account, root-owned binaries, a log folder of the user.
-    let passwd = Cmd::new("getent")
-        .args(["passwd", git_user.name()])
-        .run();
-    let shell = passwd.stdout_str().trim().rsplit(':').next().unwrap().to_owned();
+    let passwd = Cmd::new("getent").args(["passwd", git_user.name()]).run();
+    let shell = passwd
+        .stdout_str()
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
     assert!(
         !shell.ends_with("nologin") && !shell.ends_with("false"),
         "{passwd}"
     );
     let shadow = Cmd::new("getent").args(["shadow", git_user.name()]).run();
     assert!(
-        !shadow.stdout_str().split(':').nth(1).unwrap().starts_with('!'),
+        !shadow
+            .stdout_str()
+            .split(':')
+            .nth(1)
+            .unwrap()
+            .starts_with('!'),
         "locked: {shadow}"
     );
     for p in [&root, &root.join("bin"), &root.join("bin/gitlab-shell")] {
@@ -338,15 +360,23 @@ fn install_md_played_on_a_scratch_root_like_a_node() {
         fs::metadata(git_user.home()).unwrap().uid(),
         "the log folder belongs to the Git user"
     );
-    assert!(!root.join(".gitlab_shell_secret").is_file() || root.join(".gitlab_shell_secret").is_symlink());
+    assert!(
+        !root.join(".gitlab_shell_secret").is_file()
+            || root.join(".gitlab_shell_secret").is_symlink()
+    );
 
     // sshd: Debian's stock config plus the documented lines, on 127.0.0.1.
     let port = free_port();
     let sshd_log = scratch.join("sshd.log");
-    let _sshd = Cmd::new(SSHD_PATH)
+    let sshd = Cmd::new(SSHD_PATH)
         .args(["-D", "-f"])
         .arg(&sshd_config)
-        .args(["-o", &format!("Port={port}"), "-o", "ListenAddress=127.0.0.1"])
+        .args([
+            "-o",
+            &format!("Port={port}"),
+            "-o",
+            "ListenAddress=127.0.0.1",
+        ])
         .arg("-o")
         .arg(format!("PidFile={}", scratch.join("sshd.pid").display()))
         .arg("-E")
@@ -391,10 +421,18 @@ fn install_md_played_on_a_scratch_root_like_a_node() {
         .assert_success();
     git()
         .current_dir(&work)
-        .args(["commit", "-q", "-m", "Pushed through the documented install"])
+        .args([
+            "commit",
+            "-q",
+            "-m",
+            "Pushed through the documented install",
+        ])
         .run()
         .assert_success();
-    let run = git().current_dir(&work).args(["push", "origin", "main"]).run();
+    let run = git()
+        .current_dir(&work)
+        .args(["push", "origin", "main"])
+        .run();
     assert_eq!(run.code, 0, "{run}\n{}", sshd_said());
     let pushed = git().current_dir(&work).args(["rev-parse", "HEAD"]).run();
     let server = sandbox
@@ -449,7 +487,7 @@ fn install_md_played_on_a_scratch_root_like_a_node() {
     run.assert_code(255)
         .assert_stderr_contains("Permission denied (publickey)");
 
-    drop(_sshd);
+    drop(sshd);
     drop(admin);
     drop(git_user);
     let _ = fs::remove_dir_all(&scratch);

@@ -142,7 +142,15 @@ fn make_install_copies_the_build_without_cargo_and_uninstall_removes_it() {
 
     // uninstall removes what install put there and keeps the operator's files.
     fs::write(root.join("config.yml"), "gitlab_url: http://127.0.0.1:1\n").unwrap();
-    make(&["uninstall", &destdir_arg, "PREFIX=/opt/gls", "MANDIR=/usr/share/man"], &[]);
+    make(
+        &[
+            "uninstall",
+            &destdir_arg,
+            "PREFIX=/opt/gls",
+            "MANDIR=/usr/share/man",
+        ],
+        &[],
+    );
     assert!(!root.join("bin").exists());
     assert!(!root.join("VERSION").exists());
     assert!(!root.join("support").exists());
@@ -155,7 +163,11 @@ fn make_install_copies_the_build_without_cargo_and_uninstall_removes_it() {
 #[test]
 fn make_install_says_to_compile_first_when_bin_is_empty() {
     let run = make_with(
-        &["install", "DESTDIR=/nonexistent-stage", "BINARIES=no-such-binary"],
+        &[
+            "install",
+            "DESTDIR=/nonexistent-stage",
+            "BINARIES=no-such-binary",
+        ],
         &[],
     );
     assert_ne!(run.code, 0);
@@ -167,7 +179,10 @@ fn make_install_says_to_compile_first_when_bin_is_empty() {
 fn example_logging_to(dir: &Path, log_dir: &Path) -> PathBuf {
     let example = fs::read_to_string(workspace().join("config.yml.example")).unwrap();
     let line = "log_file: \"/var/log/gitlab-shell/gitlab-shell.log\"";
-    assert!(example.contains(line), "config.yml.example no longer has {line}");
+    assert!(
+        example.contains(line),
+        "config.yml.example no longer has {line}"
+    );
     let path = dir.join("config.yml.example");
     fs::write(
         &path,

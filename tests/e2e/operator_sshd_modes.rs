@@ -76,13 +76,19 @@ impl PrivateSshd {
             .arg("-f")
             .arg(&config)
             .arg("-C")
-            .arg(format!("user={},host=localhost,addr=127.0.0.1", current_user()))
+            .arg(format!(
+                "user={},host=localhost,addr=127.0.0.1",
+                current_user()
+            ))
             .run();
         assert_eq!(check.code, 0, "sshd -T rejects the config\n{check}");
         // Every command line written in the config must be in effect (see the principals
         // snippet for an OpenSSH ordering trap).
         for line in fs::read_to_string(&config).unwrap().lines() {
-            if let Some(cmd) = line.trim_start().strip_prefix("AuthorizedPrincipalsCommand ") {
+            if let Some(cmd) = line
+                .trim_start()
+                .strip_prefix("AuthorizedPrincipalsCommand ")
+            {
                 check.assert_stdout_contains(format!("authorizedprincipalscommand {cmd}\n"));
             }
         }

@@ -53,7 +53,10 @@ pub fn check(public_key: &str) -> Result<(), KeyError> {
     }
     let blob = decode_base64(data).ok_or(KeyError::Base64)?;
     let wrong = || KeyError::Blob(kind.to_owned());
-    let len_bytes: [u8; 4] = blob.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(wrong)?;
+    let len_bytes: [u8; 4] = blob
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(wrong)?;
     let len = usize::try_from(u32::from_be_bytes(len_bytes)).map_err(|_| wrong())?;
     let name = blob.get(4..4 + len).ok_or_else(wrong)?;
     if name != kind.as_bytes() || blob.len() <= 4 + len {
@@ -105,8 +108,7 @@ mod tests {
     use super::*;
 
     /// A real key (`ssh-keygen -t ed25519`).
-    const ED25519: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE3xNSBlv46kN5dGwLbAsYsQ/dJFA6xuLrxLp4mCI99v alice@host";
+    const ED25519: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE3xNSBlv46kN5dGwLbAsYsQ/dJFA6xuLrxLp4mCI99v alice@host";
 
     #[test]
     fn accepts_real_keys() {

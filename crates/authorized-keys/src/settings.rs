@@ -91,7 +91,8 @@ pub fn check_home(c: &HomeCheck) -> Result<(), SettingsError> {
          (runuser -u {user} -- gitlab-shell-authorized-keys ...) or set an absolute auth_file \
          in config.yml",
         c.auth_file.display(),
-        c.home.map_or_else(|| "/".into(), |h| h.display().to_string()),
+        c.home
+            .map_or_else(|| "/".into(), |h| h.display().to_string()),
         c.user_home
             .map_or_else(|| "no such user".into(), |h| h.display().to_string()),
         user = c.user,
@@ -262,7 +263,10 @@ mod tests {
                 home: Some(Path::new("/home/git")),
                 ..base
             },
-            HomeCheck { user: "root", ..base },
+            HomeCheck {
+                user: "root",
+                ..base
+            },
         ] {
             check_home(&ok).unwrap();
         }

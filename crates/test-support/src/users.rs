@@ -60,11 +60,7 @@ impl LocalUser {
 
     /// Whether the user exists (`getent passwd`).
     pub fn exists(&self) -> bool {
-        Cmd::new("getent")
-            .args(["passwd", &self.name])
-            .run()
-            .code
-            == 0
+        Cmd::new("getent").args(["passwd", &self.name]).run().code == 0
     }
 
     /// The home folder from the password database.
