@@ -42,6 +42,6 @@ EOT
 # config.yml, the secret link and the logs are the operator's: dpkg never touches them.
 find "$stage" -path "$stage/DEBIAN" -prune -o -type f -print0 | xargs -0 chmod go-w
 deb=$pkg_dir/${name}_$version-1_$arch.deb
-dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb" >/dev/null
+dpkg-deb --root-owner-group -Zgzip --build "$stage" "$deb" >/dev/null
 echo "$deb"
 dpkg-deb --info "$deb" | sed -n 's/^ *\(Package\|Version\|Architecture\|Installed-Size\):/  &/p'

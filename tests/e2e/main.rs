@@ -16,6 +16,7 @@ mod load_sessions;
 mod operator_docs;
 mod operator_haproxy;
 mod operator_install;
+mod operator_packages;
 mod operator_setup;
 mod operator_sshd_modes;
 mod secrets_scan;

@@ -68,7 +68,7 @@ pub fn check(public_key: &str) -> Result<(), KeyError> {
 /// Strict standard base64 (RFC 4648 §4) with padding; `None` for anything else.
 pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
-    if bytes.is_empty() || bytes.len() % 4 != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
         return None;
     }
     let value = |c: u8| -> Option<u32> {
