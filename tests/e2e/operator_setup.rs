@@ -336,3 +336,50 @@ fn make_setup_follows_configured_secret_log_and_auth_file_paths() {
         )
     );
 }
+
+#[test]
+fn keys_tool_as_root_refuses_a_tilde_auth_file_outside_the_git_users_home() {
+    let user = LocalUser::create("k");
+    let tmp = tempfile::tempdir().unwrap();
+    let shell_dir = tmp.path().join("gls");
+    fs::create_dir_all(&shell_dir).unwrap();
+    fs::write(shell_dir.join(".gitlab_shell_secret"), "s").unwrap();
+    // The default auth_file (~/.ssh/authorized_keys) and the Git user of config.yml.
+    fs::write(
+        shell_dir.join("config.yml"),
+        format!(
+            "gitlab_url: \"http://127.0.0.1:1\"\nuser: {}\n",
+            user.name()
+        ),
+    )
+    .unwrap();
+    let roots_home = tmp.path().join("root-home");
+    fs::create_dir_all(&roots_home).unwrap();
+    let key = ClientKey::generate(tmp.path(), "k5");
+    let tool = workspace().join("bin/gitlab-shell-authorized-keys");
+    let add = |home: &Path| {
+        Cmd::new(&tool)
+            .args(["add-key", "key-5", &key.type_and_blob()])
+            .env("GITLAB_SHELL_DIR", &shell_dir)
+            .env("HOME", home)
+            .run()
+    };
+    let run = add(&roots_home);
+    run.assert_code(1).assert_stderr(format!(
+        "auth_file {home}/.ssh/authorized_keys is under HOME={home}, not in the home of {user} \
+         ({user_home}): run as {user} (runuser -u {user} -- gitlab-shell-authorized-keys ...) or \
+         set an absolute auth_file in config.yml\n",
+        home = roots_home.display(),
+        user = user.name(),
+        user_home = user.home().display(),
+    ));
+    assert!(!roots_home.join(".ssh").exists());
+    // With the Git user's home (as `runuser -u git` gives), the key goes there.
+    let run = add(&user.home());
+    run.assert_success();
+    assert!(
+        fs::read_to_string(user.home().join(".ssh/authorized_keys"))
+            .unwrap()
+            .contains(&key.type_and_blob())
+    );
+}
