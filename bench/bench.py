@@ -400,7 +400,7 @@ def setup_ours(cache, pub):
     gitaly = PROCS.start("dev-gitaly", [
         TOP / "target/release/dev-gitaly", "serve", "--storage", storage,
         "--listen", f"unix:{sock / 'gitaly.sock'}", "--token", token,
-        "--gitlab-url", api_url, "--secret-file", root / ".gitlab_shell_secret"],
+        "--gitlab-url", api_url, "--secret-file", root / ".gitlab_shell_secret", "--quiet"],
         d / "dev-gitaly.log", user=USER, stdout=open(d / "dev-gitaly.out", "wb"))
     wait_first_line(d / "dev-gitaly.out", gitaly, "dev-gitaly")
     port = start_sshd("ours", USER, shell_root=root)
