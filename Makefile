@@ -12,19 +12,27 @@ BINARIES := gitlab-shell gitlab-shell-authorized-keys-check gitlab-shell-authori
 PRODUCT_PACKAGES := -p gitlab-shell -p gitlab-shell-authorized-keys
 # tests take the product binaries from bin/ (what `make compile` ships), not target/release
 TEST_ENV := GITLAB_SHELL_TEST_BINARIES=bin
-# install: $(DESTDIR)$(PREFIX)/bin/<binary>, mode 755 (as GitLab Shell's `make install`)
-PREFIX ?= /usr/local
+# install: $(DESTDIR)$(PREFIX)/bin/<binary>, mode 755 (as GitLab Shell's `make install`), plus
+# VERSION and config.yml.example in $(PREFIX) (the GitLab Shell home: the folder above bin/) and
+# the man pages in $(MANDIR). docs/install.md.
+PREFIX ?= /opt/gitlab-shell
 DESTDIR ?=
-# setup: the GitLab Shell home to prepare (config.yml, secret, log and key folders)
+MANDIR ?= /usr/local/share/man
+MAN1 := $(wildcard support/man/*.1)
+MAN5 := $(wildcard support/man/*.5)
+# setup: the GitLab Shell home to prepare (config.yml, log and key folders) for GITLAB_SHELL_USER
 GITLAB_SHELL_DIR ?= $(CURDIR)
+GITLAB_SHELL_USER ?=
+GITLAB_SHELL_NEW_SECRET ?=
 
-.PHONY: compile build deps test e2e verify check demo clean install setup
+.PHONY: compile build deps test e2e verify check demo clean install uninstall setup release
 
 ## compile: the product binaries (BINARIES), `dist` profile, copied into bin/; plus the release
 ## build of every workspace binary (the stub API and dev Gitaly that tests, demo and bench run)
 compile:
 	$(CARGO) build --release --locked --workspace --bins
-	$(CARGO) build --profile dist --locked $(PRODUCT_PACKAGES) --bins
+	GITLAB_SHELL_COMMIT="$$(git describe --always --dirty --abbrev=7 --exclude='*' 2>/dev/null || true)" \
+	  $(CARGO) build --profile dist --locked $(PRODUCT_PACKAGES) --bins
 	install -d bin
 	for b in $(BINARIES); do install -m755 "target/dist/$$b" "bin/$$b"; done
 
@@ -51,19 +59,46 @@ verify:
 check: compile
 	bin/gitlab-shell-check
 
+## release: every workspace binary in the release profile (no fat LTO): what `make demo` runs
+release:
+	@echo "==> cargo build --release: every workspace binary (a cold build takes a few minutes;"
+	@echo "    cargo prints each crate as it compiles it)"
+	$(CARGO) build --release --locked --workspace --bins
+
 ## demo: a real git clone and push through sshd, GitLab Shell, the stub API and the dev Gitaly
-demo: deps compile
-	support/demo.sh
+## (release binaries from target/release: the demo does not need the fat-LTO dist build)
+demo: deps release
+	DEMO_BIN_DIR=target/release support/demo.sh
 
-## install: copy the binaries into $(DESTDIR)$(PREFIX)/bin with mode 755
-install: compile
-	install -d "$(DESTDIR)$(PREFIX)/bin"
+## install: copy what `make compile` built (bin/) into $(DESTDIR)$(PREFIX)/bin (mode 755), VERSION
+## and config.yml.example into $(DESTDIR)$(PREFIX), man pages into $(DESTDIR)$(MANDIR); no cargo
+install:
+	@for b in $(BINARIES); do [[ -x "bin/$$b" ]] || \
+	  { echo "make install: bin/$$b missing: run \`make compile\` first" >&2; exit 1; }; done
+	install -d -m755 "$(DESTDIR)$(PREFIX)/bin" "$(DESTDIR)$(MANDIR)/man1" "$(DESTDIR)$(MANDIR)/man5"
 	for b in $(BINARIES); do install -m755 "bin/$$b" "$(DESTDIR)$(PREFIX)/bin/$$b"; done
+	install -m644 VERSION config.yml.example "$(DESTDIR)$(PREFIX)/"
+	install -D -m755 support/setup.sh "$(DESTDIR)$(PREFIX)/support/setup.sh"
+	install -m644 $(MAN1) "$(DESTDIR)$(MANDIR)/man1/"
+	install -m644 $(MAN5) "$(DESTDIR)$(MANDIR)/man5/"
 
-## setup: prepare the GitLab Shell home $(GITLAB_SHELL_DIR) (config.yml from the example when
-## missing, secret 0600, log folder, auth_file folder 0700); never overwrites existing files
+## uninstall: remove what `make install` installed (keeps config.yml, the secret and the logs)
+uninstall:
+	rm -f $(foreach b,$(BINARIES),"$(DESTDIR)$(PREFIX)/bin/$(b)")
+	rm -f "$(DESTDIR)$(PREFIX)/VERSION" "$(DESTDIR)$(PREFIX)/config.yml.example"
+	rm -f "$(DESTDIR)$(PREFIX)/support/setup.sh"
+	rmdir "$(DESTDIR)$(PREFIX)/support" 2>/dev/null || true
+	rm -f $(foreach m,$(MAN1),"$(DESTDIR)$(MANDIR)/man1/$(notdir $(m))")
+	rm -f $(foreach m,$(MAN5),"$(DESTDIR)$(MANDIR)/man5/$(notdir $(m))")
+	rmdir "$(DESTDIR)$(PREFIX)/bin" 2>/dev/null || true
+	rmdir "$(DESTDIR)$(PREFIX)" 2>/dev/null || true
+
+## setup: prepare the GitLab Shell home $(GITLAB_SHELL_DIR) for GITLAB_SHELL_USER (config.yml
+## from the example when missing, log folder and auth_file folder owned by that user; no secret
+## unless GITLAB_SHELL_NEW_SECRET=1); never overwrites existing files
 setup:
-	support/setup.sh "$(GITLAB_SHELL_DIR)"
+	GITLAB_SHELL_USER="$(GITLAB_SHELL_USER)" GITLAB_SHELL_NEW_SECRET="$(GITLAB_SHELL_NEW_SECRET)" \
+	  support/setup.sh "$(GITLAB_SHELL_DIR)"
 
 clean:
 	$(CARGO) clean
@@ -103,3 +138,24 @@ fuzz:
 ## load: 100 concurrent gitlab-shell sessions for 60 s over loopback (the suite runs 5 s)
 load: deps compile
 	GLS_LOAD_SECONDS=60 $(TEST_ENV) $(CARGO) test --release --locked -p gitlab-shell-e2e load_sessions:: -- --nocapture
+
+.PHONY: dist-tarball deb
+# Packages (docs/packaging.md), from what `make compile` built; output in target/pkg/.
+PKG_DIR := target/pkg
+PKG_VERSION := $(shell cat VERSION)
+PKG_ARCH := $(shell uname -m)
+DEB_ARCH = $(shell dpkg --print-architecture)
+TARBALL := gitlab-shell-rs-$(PKG_VERSION)-$(PKG_ARCH)-linux.tar.gz
+## dist-tarball: target/pkg/<name>.tar.gz holding gitlab-shell/ (unpack into /opt), plus SHA256SUMS
+dist-tarball: compile
+	rm -rf "$(PKG_DIR)/tar" && mkdir -p "$(PKG_DIR)/tar"
+	$(MAKE) --no-print-directory install DESTDIR="$(CURDIR)/$(PKG_DIR)/tar" PREFIX=/gitlab-shell \
+	  MANDIR=/gitlab-shell/share/man
+	tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$$(git log -1 --format=%ct 2>/dev/null || echo 0)" \
+	  -C "$(PKG_DIR)/tar" -czf "$(PKG_DIR)/$(TARBALL)" gitlab-shell
+	cd "$(PKG_DIR)" && sha256sum "$(TARBALL)" > SHA256SUMS && cat SHA256SUMS
+
+## deb: target/pkg/gitlab-shell-rs_<version>-1_<arch>.deb with dpkg-deb from a staged tree
+## (/opt/gitlab-shell, man pages in /usr/share/man); why not cargo-deb: docs/packaging.md
+deb: compile
+	support/build-deb.sh "$(PKG_DIR)" "$(PKG_VERSION)" "$(DEB_ARCH)"

@@ -201,9 +201,9 @@ def sshd_config(port, user, auth_lines, name):
     AuthorizedKeysCommand lines are replaced by `auth_lines` (everything else stays identical)."""
     d = RUN / name
     text = (TOP / "support" / "sshd_config.tmpl").read_text()
-    lines = [ln for ln in text.splitlines() if not ln.startswith("#")]
+    lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
     if auth_lines is not None:
-        lines = [ln for ln in lines if not ln.startswith("AuthorizedKeys")] + auth_lines
+        lines = [ln for ln in lines if not ln.lstrip().startswith("AuthorizedKeys")] + auth_lines
     text = "\n".join(lines) + "\n"
     text = (text.replace("@PORT@", str(port)).replace("@HOST_KEY@", str(RUN / "host_ed25519"))
             .replace("@PID_FILE@", str(d / "sshd.pid")).replace("@PERMIT_ROOT_LOGIN@", "no")
@@ -499,13 +499,14 @@ def setup_ours(cache, pub):
     api = PROCS.start("stub-api", [
         TOP / "target/release/stub-api", "--fixture", d / "fixture.yml",
         "--unix", sock / "api.sock", "--secret-file", root / ".gitlab_shell_secret",
-        "--gitaly-address", f"unix:{sock / 'gitaly.sock'}", "--gitaly-token", token],
+        "--gitaly-address", f"unix:{sock / 'gitaly.sock'}", "--gitaly-token", token,
+        "--quiet"],
         d / "stub-api.log", user=USER, stdout=open(d / "stub-api.out", "wb"))
     wait_first_line(d / "stub-api.out", api, "stub-api")
     gitaly = PROCS.start("dev-gitaly", [
         TOP / "target/release/dev-gitaly", "serve", "--storage", storage,
         "--listen", f"unix:{sock / 'gitaly.sock'}", "--token", token,
-        "--gitlab-url", api_url, "--secret-file", root / ".gitlab_shell_secret"],
+        "--gitlab-url", api_url, "--secret-file", root / ".gitlab_shell_secret", "--quiet"],
         d / "dev-gitaly.log", user=USER, stdout=open(d / "dev-gitaly.out", "wb"))
     wait_first_line(d / "dev-gitaly.out", gitaly, "dev-gitaly")
     port = start_sshd("ours", USER, shell_root=root)

@@ -4,7 +4,7 @@
 # `GITALY=real make demo` runs it on GitLab's own Gitaly 16.11.6 instead, built from Debian
 # packages by support/real-gitaly.sh (the first build takes a few minutes, then it is cached).
 #
-# Expects `make compile` to have run (the Makefile's demo target does it). Prints every step and
+# Expects `make release` (or `make compile`) to have run (the Makefile's demo target does it). Prints every step and
 # its output, then how to try it by hand. By default it stops everything and exits (so CI can run
 # it); with DEMO_KEEP=1 it keeps running until Ctrl-C. Everything it starts is stopped by PID.
 set -euo pipefail
@@ -13,6 +13,9 @@ cd "$(dirname "$0")/.."
 WS=$PWD
 REL=$WS/target/release
 PRODUCT=(gitlab-shell gitlab-shell-authorized-keys-check gitlab-shell-authorized-principals-check gitlab-shell-check)
+# Where the product binaries come from: bin/ (`make compile`, dist profile) or, for `make demo`,
+# target/release (no fat-LTO build needed for a first contact).
+BIN=${DEMO_BIN_DIR:-bin}
 
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -24,7 +27,7 @@ show() {
   "$@" 2>&1 | sed 's/^/    /'
 }
 
-for b in "${PRODUCT[@]}"; do [[ -x bin/$b ]] || die "bin/$b missing: run make compile"; done
+for b in "${PRODUCT[@]}"; do [[ -x $BIN/$b ]] || die "$BIN/$b missing: run make release (or make compile)"; done
 for b in stub-api dev-gitaly; do [[ -x $REL/$b ]] || die "$REL/$b missing: run make compile"; done
 GITALY=${GITALY:-dev}
 case $GITALY in
@@ -92,7 +95,7 @@ escape() { printf '%s' "$1" | sed -e 's|%|%25|g' -e 's|/|%2F|g'; }
 API_URL="http+unix://$(escape "$SOCK/api.sock")"
 
 step "GitLab Shell root: $ROOT"
-for b in "${PRODUCT[@]}"; do install -m 755 "bin/$b" "$ROOT/bin/$b"; done
+for b in "${PRODUCT[@]}"; do install -m 755 "$BIN/$b" "$ROOT/bin/$b"; done
 head -c 32 /dev/urandom | base64 > "$ROOT/.gitlab_shell_secret"
 chmod 600 "$ROOT/.gitlab_shell_secret"
 cat > "$ROOT/config.yml" <<EOF
@@ -227,7 +230,7 @@ for ((try = 0; try < 20; try++)); do
 done
 [[ -n $PORT ]] || die "sshd did not start: $(cat "$ROOT/sshd/sshd.log")"
 echo "    listening on 127.0.0.1:$PORT"
-show grep -E '^(AuthorizedKeys|AcceptEnv|PermitRootLogin)' "$ROOT/sshd/sshd_config"
+show grep -E '^ *(AuthorizedKeys|AcceptEnv|PermitRootLogin|Match|PasswordAuth)' "$ROOT/sshd/sshd_config"
 
 export GIT_SSH_COMMAND="ssh -F /dev/null -i $ROOT/keys/demo_ed25519 -p $PORT -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR"
 URL="$USER_NAME@127.0.0.1:demo/hello.git"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system programs the tests, the demo and the benchmark need, when they are missing:
-# git, OpenSSH (server and client), git-lfs, haproxy, GNU time, and for the Geo tests' primary
-# nginx, fcgiwrap (git http-backend), pv and python3. Uses apt-get when run as root on
+# git, OpenSSH (server and client), git-lfs, haproxy, GNU time, adduser, runuser, dpkg-deb,
+# groff, and for the Geo tests' primary nginx, fcgiwrap (git http-backend), pv and python3.
+# Uses apt-get when run as root on
 # a Debian/Ubuntu machine; otherwise it only says what is missing. The Rust toolchain itself
 # (cargo) is expected to be installed already (https://rustup.rs).
 set -euo pipefail
@@ -19,6 +20,11 @@ declare -A wanted=(
   [fcgiwrap]=fcgiwrap
   [pv]=pv
   [python3]=python3
+  # docs/install.md played by tests/e2e/operator_install.rs; `make deb`; the man page check
+  [/usr/sbin/adduser]=adduser
+  [/usr/sbin/runuser]=util-linux
+  [dpkg-deb]=dpkg
+  [groff]=groff-base
 )
 
 have() {
@@ -42,7 +48,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 if ((${#missing[@]} == 0)); then
-  echo "install-deps: all present (git, openssh-server, openssh-client, git-lfs, haproxy, time, nginx, fcgiwrap, pv, python3)"
+  echo "install-deps: all present (git, openssh-server, openssh-client, git-lfs, haproxy, time, adduser, util-linux, dpkg, groff-base, nginx, fcgiwrap, pv, python3)"
   exit 0
 fi
 

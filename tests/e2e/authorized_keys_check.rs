@@ -4,7 +4,7 @@
 
 use test_support::sandbox::ApiTransport;
 use test_support::stub_api::Fault;
-use test_support::{ClientKey, Sandbox};
+use test_support::{ClientKey, Cmd, Sandbox};
 
 use crate::shell_commands::framed;
 
@@ -190,14 +190,48 @@ fn startup_errors_are_lower_case_without_detail() {
 fn version_and_help_need_no_config() {
     let (s, _) = sandbox(ApiTransport::Tcp);
     let env = [("GITLAB_SHELL_DIR", "/nonexistent/gls")];
-    // `<basename> v<VERSION>-<build time>`; the build time may be set by the Makefile.
-    let head = format!("{BIN} v{}-", include_str!("../../VERSION").trim());
+    // GitLab Shell's `<basename> <version>-<build time>` (docs/packaging.md): the version is
+    // `v<VERSION>`, plus `-g<commit>` in a Git checkout; the build time is a real UTC time
+    // (`%Y%m%d.%H%M%S`), not the 19700101.000000 default.
+    let head = format!("{BIN} v{}", include_str!("../../VERSION").trim());
+    let commit = Cmd::new("git")
+        .arg("-C")
+        .arg(env!("CARGO_MANIFEST_DIR"))
+        .args(["rev-parse", "--short", "HEAD"])
+        .run();
     for flag in ["-version", "--version"] {
         let run = s.run(BIN, &[flag], &env, b"");
         run.assert_success().assert_stderr("");
         let out = run.stdout_str();
-        let time = out.strip_prefix(&head).unwrap_or_else(|| panic!("{out:?}"));
-        assert_eq!(time.len(), "19700101.000000\n".len(), "{out:?}");
+        let rest = out.strip_prefix(&head).unwrap_or_else(|| panic!("{out:?}"));
+        let (middle, time) = rest
+            .trim_end_matches('\n')
+            .rsplit_once('-')
+            .unwrap_or_else(|| panic!("{out:?}"));
+        if commit.code == 0 {
+            // Built from this checkout (the binary may predate the last commit).
+            let sha = middle
+                .strip_prefix("-g")
+                .unwrap_or_else(|| panic!("{out:?}"));
+            let sha = sha.strip_suffix("-dirty").unwrap_or(sha);
+            assert!(
+                sha.len() >= 7 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{out:?}"
+            );
+        }
+        let (date, clock) = time.split_once('.').unwrap_or_else(|| panic!("{out:?}"));
+        assert!(
+            date.len() == 8
+                && clock.len() == 6
+                && (date.to_owned() + clock)
+                    .bytes()
+                    .all(|b| b.is_ascii_digit()),
+            "{out:?}"
+        );
+        assert!(
+            date.as_bytes() > b"20250101".as_slice(),
+            "a real build time: {out:?}"
+        );
     }
     let run = s.run(BIN, &["--help"], &env, b"");
     run.assert_success()

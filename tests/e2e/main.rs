@@ -18,6 +18,8 @@ mod lfs_transfer;
 mod load_sessions;
 mod operator_docs;
 mod operator_haproxy;
+mod operator_install;
+mod operator_packages;
 mod operator_setup;
 mod operator_sshd_modes;
 mod real_gitaly;

@@ -70,12 +70,25 @@ impl PrivateSshd {
         let config = dir.join("sshd_config");
         fs::write(&config, edit(rendered)).unwrap();
         let log = dir.join("sshd.log");
-        let check = Cmd::new(SSHD_PATH).arg("-T").arg("-f").arg(&config).run();
+        // `-C` evaluates the `Match User` block for the login user.
+        let check = Cmd::new(SSHD_PATH)
+            .arg("-T")
+            .arg("-f")
+            .arg(&config)
+            .arg("-C")
+            .arg(format!(
+                "user={},host=localhost,addr=127.0.0.1",
+                current_user()
+            ))
+            .run();
         assert_eq!(check.code, 0, "sshd -T rejects the config\n{check}");
         // Every command line written in the config must be in effect (see the principals
         // snippet for an OpenSSH ordering trap).
         for line in fs::read_to_string(&config).unwrap().lines() {
-            if let Some(cmd) = line.strip_prefix("AuthorizedPrincipalsCommand ") {
+            if let Some(cmd) = line
+                .trim_start()
+                .strip_prefix("AuthorizedPrincipalsCommand ")
+            {
                 check.assert_stdout_contains(format!("authorizedprincipalscommand {cmd}\n"));
             }
         }
@@ -132,12 +145,25 @@ fn read(path: &Path) -> String {
 }
 
 /// `config` without its key lookup lines (`AuthorizedKeysFile`, `AuthorizedKeysCommand*`).
-fn without_key_lookup(config: &str) -> String {
-    config
-        .lines()
-        .filter(|l| !l.starts_with("AuthorizedKeysFile") && !l.starts_with("AuthorizedKeysCommand"))
-        .map(|l| format!("{l}\n"))
-        .collect()
+/// `config` with the key lookup lines of its `Match User` block replaced by `replacement`
+/// (placed where the first of them was, so it stays inside the block).
+fn replace_key_lookup(config: &str, replacement: &str) -> String {
+    let mut out = String::new();
+    let mut placed = false;
+    for l in config.lines() {
+        let t = l.trim_start();
+        if t.starts_with("AuthorizedKeysFile") || t.starts_with("AuthorizedKeysCommand") {
+            if !placed {
+                out.push_str(replacement);
+                placed = true;
+            }
+            continue;
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    assert!(placed, "no key lookup lines in\n{config}");
+    out
 }
 
 fn welcome(user: &str) -> String {
@@ -195,8 +221,10 @@ fn forced_command_file_written_by_the_keys_tool_lets_openssh_log_in() {
     );
 
     let sshd = PrivateSshd::start(sandbox.root(), |config| {
-        without_key_lookup(&config)
-            + &KEYS_FILE_SNIPPET.replace("@AUTH_FILE@", &auth_file.display().to_string())
+        let snippet = KEYS_FILE_SNIPPET
+            .replace("@AUTH_FILE@", &auth_file.display().to_string())
+            .replace("@USER@", &current_user());
+        replace_key_lookup(&config, &snippet)
     });
     let run = sshd.ssh(&alice).run();
     sshd.expect(&run, 0);
@@ -252,7 +280,7 @@ fn ssh_certificate_logs_in_through_the_principals_check() {
         .replace("@USER@", &current_user());
     let sshd = PrivateSshd::start(sandbox.root(), |config| {
         // Before the key lookup lines: see the snippet's comment.
-        let at = config.find("\nAuthorizedKeysFile").unwrap() + 1;
+        let at = config.find("\n    AuthorizedKeysFile").unwrap() + 1;
         format!("{}{snippet}{}", &config[..at], &config[at..])
     });
 

@@ -20,6 +20,7 @@ use std::process::{Command, ExitCode, Stdio};
 
 use crate::keys_file::{AuthorizedKeysFile, NewKey};
 use crate::lock::{BATCH_TIMEOUT, DEFAULT_TIMEOUT};
+use crate::{line, pubkey};
 
 /// The binary's name, used as the prefix of its error lines.
 pub const PROGRAM: &str = "gitlab-shell-authorized-keys";
@@ -112,6 +113,7 @@ fn add_key(args: &[String], file: &AuthorizedKeysFile, io: &mut Io) -> CmdResult
         public_key: key_words.join(" "),
     };
     tracing::info!(key_id = %key.key_id, public_key = %key.public_key, "Adding key");
+    check_new_key(&key)?;
     file.add(&[key], DEFAULT_TIMEOUT)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -130,14 +132,33 @@ fn batch_add_keys(program: &str, file: &AuthorizedKeysFile, io: &mut Io) -> CmdR
             writeln!(io.stderr, "{program}: invalid input {line:?}")?;
             return Ok(ExitCode::FAILURE);
         };
-        keys.push(NewKey {
+        let key = NewKey {
             key_id: key_id.to_owned(),
             public_key: public_key.to_owned(),
-        });
+        };
+        if let Err(err) = check_new_key(&key) {
+            writeln!(io.stderr, "{program}: invalid input {line:?}: {err}")?;
+            return Ok(ExitCode::FAILURE);
+        }
+        keys.push(key);
     }
     tracing::info!(count = keys.len(), "Adding keys");
     file.add(&keys, BATCH_TIMEOUT)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses, before anything is written, a key id GitLab Shell would not accept and, for a
+/// `key-N` line, a public key that is not one ([`pubkey::check`]); a `username-X` line carries a
+/// certificate principal instead of a key.
+fn check_new_key(key: &NewKey) -> Result<(), Box<dyn std::error::Error>> {
+    line::validate_key_id(&key.key_id)?;
+    if key.key_id.starts_with("key-") {
+        let text = key.public_key.trim_end_matches(['\n', '\r']);
+        if let Err(err) = pubkey::check(text) {
+            return Err(format!("invalid public key {text:?}: {err}").into());
+        }
+    }
+    Ok(())
 }
 
 /// `rm-key <key-id> [<public key>]`.
@@ -196,6 +217,9 @@ mod tests {
     use std::fs;
 
     const ROOT: &str = "/srv/gls";
+    /// Blobs that pass [`pubkey::check`]: a real ed25519 key and the start of an RSA key.
+    const ED: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIE3xNSBlv46kN5dGwLbAsYsQ/dJFA6xuLrxLp4mCI99v";
+    const RSA: &str = "AAAAB3NzaC1yc2EAAAADAQAB";
 
     struct Out {
         code: ExitCode,
@@ -235,7 +259,7 @@ mod tests {
         let (_d, f) = setup();
         let out = run_with(
             &f,
-            &["add-key", "key-5", "ssh-ed25519 AAAAC3Nza bob@host"],
+            &["add-key", "key-5", &format!("ssh-ed25519 {ED} bob@host")],
             "",
         );
         assert_eq!(
@@ -243,16 +267,18 @@ mod tests {
             (ExitCode::SUCCESS, "", "")
         );
         // Unquoted key words are joined back together.
-        let out = run_with(&f, &["add-key", "key-6", "ssh-rsa", "AAAAB3Nza"], "");
+        let out = run_with(&f, &["add-key", "key-6", "ssh-rsa", RSA], "");
         assert_eq!(out.code, ExitCode::SUCCESS);
         assert_eq!(
             fs::read_to_string(f.path()).unwrap(),
-            "command=\"/srv/gls/bin/gitlab-shell key-5\",no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty ssh-ed25519 AAAAC3Nza bob@host\n\
-             command=\"/srv/gls/bin/gitlab-shell key-6\",no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty ssh-rsa AAAAB3Nza\n"
+            format!(
+                "command=\"/srv/gls/bin/gitlab-shell key-5\",no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty ssh-ed25519 {ED} bob@host\n\
+                 command=\"/srv/gls/bin/gitlab-shell key-6\",no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty ssh-rsa {RSA}\n"
+            )
         );
         assert_eq!(
             run_with(&f, &["list-keys"], "").stdout,
-            "key-5 AAAAC3Nza\nkey-6 AAAAB3Nza\n"
+            format!("key-5 {ED}\nkey-6 {RSA}\n")
         );
         assert_eq!(run_with(&f, &["list-key-ids"], "").stdout, "5\n6\n");
         assert_eq!(
@@ -273,7 +299,7 @@ mod tests {
         let out = run_with(
             &f,
             &["batch-add-keys"],
-            "key-1\tssh-rsa AAA1\nkey-2\tssh-rsa AAA2 c\n\n",
+            &format!("key-1\tssh-rsa {RSA}\nkey-2\tssh-ed25519 {ED} c\n\n"),
         );
         assert_eq!(out.code, ExitCode::SUCCESS, "{}", out.stderr);
         assert_eq!(run_with(&f, &["list-key-ids"], "").stdout, "1\n2\n");
@@ -285,14 +311,53 @@ mod tests {
         let out = run_with(
             &f,
             &["batch-add-keys"],
-            "key-1\tssh-rsa AAA1\nkey-2 ssh-rsa AAA2\n",
+            &format!("key-1\tssh-rsa {RSA}\nkey-2 ssh-rsa {RSA}\n"),
         );
         assert_eq!(out.code, ExitCode::FAILURE);
         assert_eq!(
             out.stderr,
-            "/srv/gls/bin/gitlab-shell-authorized-keys: invalid input \"key-2 ssh-rsa AAA2\"\n"
+            format!(
+                "/srv/gls/bin/gitlab-shell-authorized-keys: invalid input \"key-2 ssh-rsa {RSA}\"\n"
+            )
         );
         assert!(!f.path().exists());
+        // A line whose key is not a key: nothing is written either.
+        let out = run_with(
+            &f,
+            &["batch-add-keys"],
+            &format!("key-1\tssh-rsa {RSA}\nkey-2\tnot a key\n"),
+        );
+        assert_eq!(out.code, ExitCode::FAILURE);
+        assert_eq!(
+            out.stderr,
+            "/srv/gls/bin/gitlab-shell-authorized-keys: invalid input \"key-2\\tnot a key\": \
+             invalid public key \"not a key\": unknown key type \"not\"\n"
+        );
+        assert!(!f.path().exists());
+    }
+
+    #[test]
+    fn add_key_refuses_what_is_not_a_key_and_writes_nothing() {
+        let (_d, f) = setup();
+        for (key, why) in [
+            ("not a key", "unknown key type \"not\""),
+            ("ssh-ed25519 AAAAC3Nza", "the key data is not valid base64"),
+            (
+                &format!("ssh-ed25519 {RSA} x") as &str,
+                "the key data is not a ssh-ed25519 key",
+            ),
+        ] {
+            let out = run_with(&f, &["add-key", "key-5", key], "");
+            assert_eq!(out.code, ExitCode::FAILURE, "{key}");
+            assert_eq!(
+                out.stderr,
+                format!("gitlab-shell-authorized-keys: invalid public key {key:?}: {why}\n")
+            );
+            assert!(!f.path().exists(), "{key}");
+        }
+        // A certificate principal (username-X) is not a key and is accepted as it is.
+        let out = run_with(&f, &["add-key", "username-alice", "sshUsers"], "");
+        assert_eq!(out.code, ExitCode::SUCCESS, "{}", out.stderr);
     }
 
     #[test]

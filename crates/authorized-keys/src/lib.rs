@@ -7,6 +7,7 @@
 //! - [`atomic`]: temp file + `fsync` + `rename` replacement, mode 0600;
 //! - [`keys_file`]: add / remove / clear / list on one file, built from the three above;
 //! - [`settings`]: `auth_file` and `<root>/bin/gitlab-shell` from the GitLab Shell root;
+//! - [`pubkey`]: is the text a public key (type, base64, embedded type)?
 //! - [`cli`]: the `gitlab-keys`-style command line.
 
 pub mod atomic;
@@ -14,4 +15,5 @@ pub mod cli;
 pub mod keys_file;
 pub mod line;
 pub mod lock;
+pub mod pubkey;
 pub mod settings;

@@ -32,13 +32,91 @@ pub enum SettingsError {
     /// `config.yml` (or the secret) could not be read or parsed.
     #[error("{prefix}: {0}", prefix = messages::FAILED_TO_READ_CONFIG)]
     Config(String),
+    /// A `~`-relative `auth_file` would land in another user's home (root running the tool with
+    /// its own `HOME`).
+    #[error("{0}")]
+    ForeignHome(String),
 }
 
 /// Loads the settings of this process: the root from `GITLAB_SHELL_DIR` or the executable's
 /// location, the config and `auth_file` from `<root>/config.yml`, `HOME` for the default.
 pub fn load() -> Result<Settings, SettingsError> {
     let root = executable::root_dir().map_err(|e| SettingsError::Root(e.to_string()))?;
-    load_from(&root, home_dir().as_deref())
+    let home = home_dir();
+    let settings = load_from(&root, home.as_deref())?;
+    let configured = read_auth_file_setting(&root.join("config.yml"))?;
+    let user = settings.config.user.clone();
+    let user_home = passwd_home(&user);
+    check_home(&HomeCheck {
+        configured: configured.as_deref(),
+        auth_file: &settings.auth_file,
+        running_as_root: running_as_root(),
+        home: home.as_deref(),
+        user: &user,
+        user_home: user_home.as_deref(),
+    })?;
+    Ok(settings)
+}
+
+/// What [`check_home`] looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct HomeCheck<'a> {
+    /// `auth_file` as configured (`None`: the default `~/.ssh/authorized_keys`).
+    pub configured: Option<&'a str>,
+    /// The resolved file.
+    pub auth_file: &'a Path,
+    /// Whether this process runs as root.
+    pub running_as_root: bool,
+    /// `$HOME`.
+    pub home: Option<&'a Path>,
+    /// The Git user (config.yml `user`, default `git`).
+    pub user: &'a str,
+    /// That user's home from the password database.
+    pub user_home: Option<&'a Path>,
+}
+
+/// Refuses a `~`-relative `auth_file` when root runs the tool and `~` is not the Git user's home
+/// (e.g. root's own `/root`): the historic tool then edited root's own authorized_keys. Run as
+/// the Git user, or configure an absolute `auth_file` (docs/operating.md).
+pub fn check_home(c: &HomeCheck) -> Result<(), SettingsError> {
+    let tilde = match c.configured.map(str::trim).filter(|s| !s.is_empty()) {
+        None => true,
+        Some(p) => p == "~" || p.starts_with("~/"),
+    };
+    if !tilde || !c.running_as_root || c.user == "root" || c.home == c.user_home {
+        return Ok(());
+    }
+    Err(SettingsError::ForeignHome(format!(
+        "auth_file {} is under HOME={}, not in the home of {user} ({}): run as {user} \
+         (runuser -u {user} -- gitlab-shell-authorized-keys ...) or set an absolute auth_file \
+         in config.yml",
+        c.auth_file.display(),
+        c.home
+            .map_or_else(|| "/".into(), |h| h.display().to_string()),
+        c.user_home
+            .map_or_else(|| "no such user".into(), |h| h.display().to_string()),
+        user = c.user,
+    )))
+}
+
+/// Whether the process runs as root: the owner of `/proc/self` is the effective uid.
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// The home folder of `user` in `/etc/passwd`.
+fn passwd_home(user: &str) -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    home_in_passwd(&text, user)
+}
+
+/// The sixth field of `user`'s line of a passwd file.
+pub fn home_in_passwd(passwd: &str, user: &str) -> Option<PathBuf> {
+    passwd.lines().find_map(|l| {
+        let fields: Vec<&str> = l.split(':').collect();
+        (fields.len() >= 7 && fields[0] == user).then(|| PathBuf::from(fields[5]))
+    })
 }
 
 /// [`load`] for an explicit root and home folder.
@@ -139,6 +217,69 @@ mod tests {
         std::fs::write(dir.path().join("config.yml"), "user: git\n").unwrap();
         let s = load_from(dir.path(), Some(Path::new("/home/g"))).unwrap();
         assert_eq!(s.auth_file, PathBuf::from("/home/g/.ssh/authorized_keys"));
+    }
+
+    #[test]
+    fn root_with_its_own_home_is_refused_a_tilde_auth_file() {
+        let file = PathBuf::from("/root/.ssh/authorized_keys");
+        let base = HomeCheck {
+            configured: None,
+            auth_file: &file,
+            running_as_root: true,
+            home: Some(Path::new("/root")),
+            user: "git",
+            user_home: Some(Path::new("/home/git")),
+        };
+        let err = check_home(&base).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "auth_file /root/.ssh/authorized_keys is under HOME=/root, not in the home of git \
+             (/home/git): run as git (runuser -u git -- gitlab-shell-authorized-keys ...) or set \
+             an absolute auth_file in config.yml"
+        );
+        assert!(
+            check_home(&HomeCheck {
+                configured: Some("~/keys"),
+                ..base
+            })
+            .is_err()
+        );
+        // Allowed: an absolute or root-relative auth_file, a non-root user, root with the Git
+        // user's HOME, or a Git user that is root.
+        for ok in [
+            HomeCheck {
+                configured: Some("/home/git/.ssh/authorized_keys"),
+                ..base
+            },
+            HomeCheck {
+                configured: Some("keys/authorized_keys"),
+                ..base
+            },
+            HomeCheck {
+                running_as_root: false,
+                ..base
+            },
+            HomeCheck {
+                home: Some(Path::new("/home/git")),
+                ..base
+            },
+            HomeCheck {
+                user: "root",
+                ..base
+            },
+        ] {
+            check_home(&ok).unwrap();
+        }
+    }
+
+    #[test]
+    fn passwd_home_lookup() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\ngit:x:998:998::/var/opt/gitlab:/bin/sh\n";
+        assert_eq!(
+            home_in_passwd(passwd, "git"),
+            Some(PathBuf::from("/var/opt/gitlab"))
+        );
+        assert_eq!(home_in_passwd(passwd, "gi"), None);
     }
 
     #[test]

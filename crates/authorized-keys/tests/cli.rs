@@ -51,6 +51,36 @@ fn run(root: &Path, args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// A distinct, well-formed ed25519 public key for `tag` (the tool refuses what is not a key): the
+/// SSH wire blob `string "ssh-ed25519", string <32 bytes>`, base64-encoded.
+fn key(tag: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut blob = Vec::new();
+    blob.extend_from_slice(&11u32.to_be_bytes());
+    blob.extend_from_slice(b"ssh-ed25519");
+    blob.extend_from_slice(&32u32.to_be_bytes());
+    let mut material = [0u8; 32];
+    for (i, b) in tag.bytes().enumerate() {
+        material[i % 32] ^= b;
+    }
+    blob.extend_from_slice(&material);
+    let mut text = String::new();
+    for chunk in blob.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                text.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                text.push('=');
+            }
+        }
+    }
+    format!("ssh-ed25519 {text}")
+}
+
 fn line(root: &Path, id: &str, key: &str) -> String {
     format!(
         "command=\"{}/bin/gitlab-shell {id}\",{OPTIONS} {key}",
@@ -63,19 +93,34 @@ fn uses_auth_file_from_config_and_the_roots_gitlab_shell() {
     let r = root();
     let out = run(
         r.dir.path(),
-        &["add-key", "key-1", "ssh-ed25519 AAAAC3one c@d"],
+        &["add-key", "key-1", &format!("{} c@d", key("one"))],
         "",
     );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         fs::read_to_string(&r.auth_file).unwrap(),
-        line(r.dir.path(), "key-1", "ssh-ed25519 AAAAC3one c@d") + "\n"
+        line(r.dir.path(), "key-1", &format!("{} c@d", key("one"))) + "\n"
     );
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&r.auth_file), 0o600);
     assert_eq!(mode(r.auth_file.parent().unwrap()), 0o700);
     let out = run(r.dir.path(), &["list-keys"], "");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "key-1 AAAAC3one\n");
+    let blob = key("one").split_once(' ').unwrap().1.to_owned();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("key-1 {blob}\n")
+    );
+    // What is not a key is refused and nothing is written.
+    let out = run(r.dir.path(), &["add-key", "key-5", "not a key"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "gitlab-shell-authorized-keys: invalid public key \"not a key\": unknown key type \"not\"\n"
+    );
+    assert_eq!(
+        fs::read_to_string(&r.auth_file).unwrap(),
+        line(r.dir.path(), "key-1", &format!("{} c@d", key("one"))) + "\n"
+    );
 }
 
 #[test]
@@ -106,11 +151,11 @@ fn twenty_concurrent_writers_never_lose_or_duplicate_a_line() {
             thread::spawn(move || {
                 for k in 0..KEYS_EACH {
                     let id = format!("key-{}", w * 100 + k);
-                    let key = format!("ssh-ed25519 AAAAw{w}k{k}");
+                    let key = key(&format!("w{w}k{k}"));
                     let out = run(&root_dir, &["add-key", &id, &key], "");
                     assert!(out.status.success(), "{out:?}");
                 }
-                let batch = format!("key-{}\tssh-rsa AAAAbatch{w}\n", w * 100 + 99);
+                let batch = format!("key-{}\t{}\n", w * 100 + 99, key(&format!("batch{w}")));
                 let out = run(&root_dir, &["batch-add-keys"], &batch);
                 assert!(out.status.success(), "{out:?}");
             })
@@ -128,14 +173,14 @@ fn twenty_concurrent_writers_never_lose_or_duplicate_a_line() {
             let want = line(
                 &root_dir,
                 &format!("key-{}", w * 100 + k),
-                &format!("ssh-ed25519 AAAAw{w}k{k}"),
+                &key(&format!("w{w}k{k}")),
             );
             assert_eq!(lines.iter().filter(|l| **l == want).count(), 1, "{want}");
         }
         let want = line(
             &root_dir,
             &format!("key-{}", w * 100 + 99),
-            &format!("ssh-rsa AAAAbatch{w}"),
+            &key(&format!("batch{w}")),
         );
         assert_eq!(lines.iter().filter(|l| **l == want).count(), 1, "{want}");
     }
@@ -157,7 +202,7 @@ fn twenty_concurrent_writers_never_lose_or_duplicate_a_line() {
 fn concurrent_removals_and_additions_stay_consistent() {
     let r = root();
     let batch: String = (0..20)
-        .map(|i| format!("key-{i}\tssh-rsa AAAA{i}\n"))
+        .map(|i| format!("key-{i}\t{}\n", key(&format!("k{i}"))))
         .collect();
     assert!(
         run(r.dir.path(), &["batch-add-keys"], &batch)
@@ -174,7 +219,7 @@ fn concurrent_removals_and_additions_stay_consistent() {
                 } else {
                     run(
                         &root_dir,
-                        &["add-key", &format!("key-{}", 100 + i), "ssh-rsa AAAAnew"],
+                        &["add-key", &format!("key-{}", 100 + i), &key("new")],
                         "",
                     )
                 };

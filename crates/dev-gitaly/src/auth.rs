@@ -71,6 +71,8 @@ pub fn now() -> i64 {
 pub struct Interceptor {
     /// The configured token; `None` allows everything (as Gitaly without `auth.token`).
     pub token: Option<String>,
+    /// Log each refused request on stderr.
+    pub log_refusals: bool,
 }
 
 impl tonic::service::Interceptor for Interceptor {
@@ -82,7 +84,15 @@ impl tonic::service::Interceptor for Interceptor {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        check(token, header, now())?;
+        if let Err(status) = check(token, header, now()) {
+            if self.log_refusals {
+                #[expect(clippy::print_stderr, reason = "the stand-in server's request log")]
+                {
+                    eprintln!("dev-gitaly: refused: {}", status.message());
+                }
+            }
+            return Err(status);
+        }
         Ok(req)
     }
 }

@@ -78,6 +78,9 @@ pub struct Options {
     /// The `dev-gitaly` executable the hook wrappers exec; default: found next to the
     /// current executable (or one folder up, for cargo's `deps/` test binaries).
     pub hook_binary: Option<PathBuf>,
+    /// One line per RPC (and per refused token) on stderr; the `dev-gitaly serve` command turns
+    /// it on (docs/trial.md).
+    pub log_requests: bool,
 }
 
 impl Options {
@@ -93,6 +96,7 @@ impl Options {
             upload_pack_negotiation_timeout: Duration::from_secs(600),
             upload_archive_negotiation_timeout: Duration::from_secs(60),
             hook_binary: None,
+            log_requests: false,
         }
     }
 }
@@ -158,6 +162,7 @@ impl DevGitaly {
             secret_file: options.secret_file.clone(),
             upload_pack_negotiation_timeout: options.upload_pack_negotiation_timeout,
             upload_archive_negotiation_timeout: options.upload_archive_negotiation_timeout,
+            log_requests: options.log_requests,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -171,6 +176,7 @@ impl DevGitaly {
         let svc = service::DevSshService::new(settings);
         let interceptor = auth::Interceptor {
             token: options.token.clone(),
+            log_refusals: options.log_requests,
         };
         runtime.spawn(async move {
             // No router: the generated server answers unknown methods with Unimplemented.

@@ -10,7 +10,7 @@ use base64::Engine;
 use futures::{FutureExt, Stream};
 use gitaly_proto::ssh_service_server::SshService;
 use gitaly_proto::{
-    ExitStatus, SshReceivePackRequest, SshReceivePackResponse, SshUploadArchiveRequest,
+    ExitStatus, Repository, SshReceivePackRequest, SshReceivePackResponse, SshUploadArchiveRequest,
     SshUploadArchiveResponse, SshUploadPackRequest, SshUploadPackResponse,
     SshUploadPackWithSidechannelRequest, SshUploadPackWithSidechannelResponse,
 };
@@ -48,6 +48,8 @@ pub struct Settings {
     pub upload_pack_negotiation_timeout: Duration,
     /// Upload-archive negotiation deadline.
     pub upload_archive_negotiation_timeout: Duration,
+    /// One line per RPC on stderr.
+    pub log_requests: bool,
 }
 
 /// The service; cheap to clone.
@@ -387,6 +389,22 @@ const UPLOAD_PACK_CONFIG: &[&str] = &[
     "uploadpack.allowAnySHA1InWant=true",
 ];
 
+impl DevSshService {
+    /// The request log line: `dev-gitaly: <RPC> <storage>:<relative path>`.
+    fn log_rpc(&self, rpc: &str, repo: Option<&Repository>) {
+        if !self.settings.log_requests {
+            return;
+        }
+        let (storage, path) = repo.map_or(("", ""), |r| {
+            (r.storage_name.as_str(), r.relative_path.as_str())
+        });
+        #[expect(clippy::print_stderr, reason = "the stand-in server's request log")]
+        {
+            eprintln!("dev-gitaly: {rpc} {storage}:{path}");
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl SshService for DevSshService {
     async fn ssh_upload_pack_with_sidechannel(
@@ -396,6 +414,7 @@ impl SshService for DevSshService {
         let conn = request.extensions().get::<ConnInfo>().cloned();
         let id = sidechannel::id_from_metadata(request.metadata());
         let req = request.into_inner();
+        self.log_rpc("SSHUploadPackWithSidechannel", req.repository.as_ref());
         let repo = self.settings.storage.locate(req.repository.as_ref())?;
         git::check_config_options(&req.git_config_options)?;
         let id = id?;
@@ -432,6 +451,7 @@ impl SshService for DevSshService {
     ) -> Result<Response<Self::SSHUploadPackStream>, Status> {
         let mut inbound = request.into_inner();
         let first = first_request(&mut inbound).await?;
+        self.log_rpc("SSHUploadPack", first.repository.as_ref());
         let repo = self.settings.storage.locate(first.repository.as_ref())?;
         if !first.stdin.is_empty() {
             return Err(Status::invalid_argument("non-empty stdin in first request"));
@@ -458,6 +478,7 @@ impl SshService for DevSshService {
     ) -> Result<Response<Self::SSHReceivePackStream>, Status> {
         let mut inbound = request.into_inner();
         let first = first_request(&mut inbound).await?;
+        self.log_rpc("SSHReceivePack", first.repository.as_ref());
         if first.gl_id.is_empty() {
             return Err(Status::invalid_argument("empty GlId"));
         }
@@ -491,6 +512,7 @@ impl SshService for DevSshService {
     ) -> Result<Response<Self::SSHUploadArchiveStream>, Status> {
         let mut inbound = request.into_inner();
         let first = first_request(&mut inbound).await?;
+        self.log_rpc("SSHUploadArchive", first.repository.as_ref());
         let repo = self.settings.storage.locate(first.repository.as_ref())?;
         if !first.stdin.is_empty() {
             return Err(Status::invalid_argument("non-empty stdin in first request"));

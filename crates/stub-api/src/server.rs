@@ -140,6 +140,7 @@ struct Shared {
     faults: Mutex<Vec<FaultRule>>,
     secret: Option<Vec<u8>>,
     recording: AtomicBool,
+    log_requests: AtomicBool,
     lfs: crate::lfs::Store,
 }
 
@@ -225,6 +226,7 @@ impl StubApi {
             faults: Mutex::new(Vec::new()),
             secret: options.secret,
             recording: AtomicBool::new(true),
+            log_requests: AtomicBool::new(false),
             lfs: crate::lfs::Store::default(),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -336,6 +338,12 @@ impl StubApi {
     /// memory stays flat.
     pub fn set_recording(&self, on: bool) {
         self.shared.recording.store(on, Ordering::Relaxed);
+    }
+
+    /// Turns the one-line-per-request log on stderr on or off (off by default; the `stub-api`
+    /// command turns it on).
+    pub fn set_request_log(&self, on: bool) {
+        self.shared.log_requests.store(on, Ordering::Relaxed);
     }
 
     /// Forgets the recorded requests.
@@ -466,11 +474,14 @@ async fn serve_connection<S>(stream: S, shared: Arc<Shared>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
+    let service = hyper::service::service_fn(move |req| logged(Arc::clone(&shared), req));
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(stream), service)
         .await;
 }
+
+/// The header carrying GitLab Shell's JWT.
+const JWT_HEADER: &str = "gitlab-shell-api-request";
 
 /// The error that makes hyper drop the connection without a response.
 #[derive(Debug)]
@@ -483,6 +494,45 @@ impl std::fmt::Display for DropConnection {
 }
 
 impl std::error::Error for DropConnection {}
+
+/// [`handle`], then one line per request on stderr when the request log is on
+/// ([`StubApi::set_request_log`]): method, path (no query: it may carry a key or a token), status,
+/// and whether the JWT was valid, e.g. `stub-api: POST /api/v4/internal/allowed 200 jwt=ok`.
+async fn logged(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, DropConnection> {
+    if !shared.log_requests.load(Ordering::Relaxed) {
+        return handle(shared, req).await;
+    }
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let jwt = match (&shared.secret, req.headers().get(JWT_HEADER)) {
+        (None, _) => "unchecked",
+        (Some(_), None) => "missing",
+        (Some(_), Some(_)) => "sent",
+    };
+    let result = handle(Arc::clone(&shared), req).await;
+    let status = match &result {
+        Ok(r) => r.status().as_u16().to_string(),
+        Err(_) => "dropped".to_owned(),
+    };
+    let jwt = if jwt == "sent" && status == "401" {
+        "invalid"
+    } else if jwt == "sent" {
+        "ok"
+    } else {
+        jwt
+    };
+    #[expect(
+        clippy::print_stderr,
+        reason = "the stand-in server's request log is its stderr"
+    )]
+    {
+        eprintln!("stub-api: {method} {path} {status} jwt={jwt}");
+    }
+    result
+}
 
 async fn handle(
     shared: Arc<Shared>,

@@ -1160,6 +1160,7 @@ fn cli_prints_urls_serves_and_stops_on_sigterm() {
             "clitok",
         ])
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -1196,6 +1197,16 @@ fn cli_prints_urls_serves_and_stops_on_sigterm() {
             401
         );
     }
+    let wrong = jwt(b"not-the-secret", "gitlab-shell", 60);
+    let resp = try_request(
+        &tcp,
+        "GET",
+        "/api/v4/internal/authorized_keys?key=AAAAsecretish",
+        None,
+        &[("Gitlab-Shell-Api-Request", &wrong)],
+    )
+    .unwrap();
+    assert_eq!(resp.status, 401);
 
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -1205,6 +1216,17 @@ fn cli_prints_urls_serves_and_stops_on_sigterm() {
     let exit = child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
     assert!(!sock.exists());
+    // One line per request on stderr (docs/trial.md), without the query string.
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert_eq!(
+        log,
+        "stub-api: POST /api/v4/internal/allowed 200 jwt=ok\n\
+         stub-api: POST /api/v4/internal/allowed 401 jwt=missing\n\
+         stub-api: POST /api/v4/internal/allowed 200 jwt=ok\n\
+         stub-api: POST /api/v4/internal/allowed 401 jwt=missing\n\
+         stub-api: GET /api/v4/internal/authorized_keys 401 jwt=invalid\n"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 

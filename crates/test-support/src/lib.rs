@@ -21,6 +21,7 @@ pub mod run;
 pub mod sandbox;
 pub mod secrets;
 pub mod sshd;
+pub mod users;
 
 pub use dev_gitaly;
 pub use stub_api;

@@ -308,6 +308,7 @@ fn serve_binary_prints_address_and_stops_on_sigterm() {
         .arg(&f.storage)
         .args(["--listen", "tcp://127.0.0.1:0", "--token", "secret-token"])
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -349,4 +350,18 @@ fn serve_binary_prints_address_and_stops_on_sigterm() {
     assert!(kill.success());
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
+    // One line per RPC and per refused token on stderr (docs/trial.md).
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(
+        lines[0].starts_with("dev-gitaly: SSHUploadPack")
+            && lines[0].ends_with(" default:group/project.git"),
+        "{log}"
+    );
+    assert_eq!(
+        lines[1],
+        "dev-gitaly: refused: permission denied: wrong hmac signature"
+    );
 }

@@ -1,7 +1,8 @@
 //! `stub-api`: serve the stub internal API from the command line (demo, benchmark, manual runs).
 //!
 //! Prints the URL(s) it serves on the first line of stdout (space separated: the TCP URL
-//! and/or the `http+unix://` URL), then serves until SIGTERM or SIGINT.
+//! and/or the `http+unix://` URL), then serves until SIGTERM or SIGINT, logging one line per
+//! request on stderr. The fixture format is documented in docs/trial.md.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -13,10 +14,15 @@ use clap::Parser;
 use stub_api::{Fixture, StartOptions, StubApi};
 
 /// Serve a stub of GitLab's internal API answering from a YAML fixture.
+///
+/// A stand-in for GitLab when trying GitLab Shell without it (docs/trial.md: the fixture format,
+/// and how the secret, tokens and sockets must match config.yml and dev-gitaly). Prints the
+/// URL(s) it serves on the first stdout line; one line per request on stderr
+/// (`stub-api: <method> <path> <status> jwt=ok|invalid|missing|unchecked`).
 #[derive(Debug, Parser)]
 #[command(name = "stub-api")]
 struct Cli {
-    /// Fixture file (schema: crates/stub-api/src/fixture.rs).
+    /// Fixture file: users, keys, projects (format: docs/trial.md).
     #[arg(long)]
     fixture: PathBuf,
     /// TCP address to listen on (default 127.0.0.1:0 unless only --unix is given).
@@ -37,6 +43,9 @@ struct Cli {
     /// Do not keep a record of the requests (long benchmark runs).
     #[arg(long)]
     no_record: bool,
+    /// Do not log each request on stderr.
+    #[arg(long)]
+    quiet: bool,
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -64,6 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None => StubApi::start(fixture, options)?,
     };
     api.set_recording(!cli.no_record);
+    api.set_request_log(!cli.quiet);
     let mut urls = Vec::new();
     if api.tcp_addr().is_some() {
         urls.push(api.tcp_url());
