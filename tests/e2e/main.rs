@@ -9,6 +9,7 @@ mod check;
 mod faults;
 mod geo;
 mod git_over_ssh;
+mod gitlab_sshd;
 mod hostile_corpus;
 mod hostile_inputs;
 mod lfs_transfer;

@@ -50,9 +50,7 @@ pub fn parse_flags(args: &[String]) -> Flags {
                         match args.get(i) {
                             Some(v) => v.clone(),
                             None => {
-                                return Flags::Usage(
-                                    "flag needs an argument: -config-dir".into(),
-                                );
+                                return Flags::Usage("flag needs an argument: -config-dir".into());
                             }
                         }
                     }
@@ -212,7 +210,11 @@ async fn signals(stop: CancellationToken, grace: std::time::Duration) {
         _ = term.recv() => "terminated",
         _ = int.recv() => "interrupt",
     };
-    tracing::info!(signal = name, "Shutdown initiated with grace period: {}s", grace.as_secs_f64());
+    tracing::info!(
+        signal = name,
+        "Shutdown initiated with grace period: {}s",
+        grace.as_secs_f64()
+    );
     stop.cancel();
     tokio::select! {
         _ = term.recv() => {},

@@ -195,7 +195,8 @@ mod tests {
         let subscriber =
             tracing_subscriber::registry().with(layer(Sink::Memory(buf.clone()), "json", "info"));
         tracing::subscriber::with_default(subscriber, || {
-            let span = tracing::info_span!("conn", correlation_id = "CID", remote_addr = "1.2.3.4:5");
+            let span =
+                tracing::info_span!("conn", correlation_id = "CID", remote_addr = "1.2.3.4:5");
             span.in_scope(|| tracing::info!(tcp_address = "127.0.0.1:22", "inside"));
             tracing::info!("outside");
             tracing::debug!("hidden");

@@ -194,8 +194,8 @@ fn frame(buf: &[u8]) -> Result<Frame, ProxyError> {
 /// The client address a whole header names (None for LOCAL/UNKNOWN/unix).
 pub fn decode(header: &[u8]) -> Result<Option<SocketAddr>, ProxyError> {
     if header.starts_with(V2_SIGNATURE) {
-        let h = ppp::v2::Header::try_from(header)
-            .map_err(|e| ProxyError::Invalid(e.to_string()))?;
+        let h =
+            ppp::v2::Header::try_from(header).map_err(|e| ProxyError::Invalid(e.to_string()))?;
         if h.command == ppp::v2::Command::Local {
             return Ok(None);
         }
@@ -211,8 +211,12 @@ pub fn decode(header: &[u8]) -> Result<Option<SocketAddr>, ProxyError> {
     }
     let h = ppp::v1::Header::try_from(header).map_err(|e| ProxyError::Invalid(e.to_string()))?;
     Ok(match h.addresses {
-        ppp::v1::Addresses::Tcp4(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
-        ppp::v1::Addresses::Tcp6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+        ppp::v1::Addresses::Tcp4(a) => {
+            Some(SocketAddr::new(a.source_address.into(), a.source_port))
+        }
+        ppp::v1::Addresses::Tcp6(a) => {
+            Some(SocketAddr::new(a.source_address.into(), a.source_port))
+        }
         ppp::v1::Addresses::Unknown => None,
     })
 }
@@ -360,9 +364,12 @@ mod tests {
         let o = read(&input, Policy::Use).await.unwrap();
         assert_eq!(o.source, Some("10.1.1.1:1000".parse().unwrap()));
         assert_eq!(o.leftover, b"SSH-2.0-x\r\n");
-        let o = read(b"PROXY TCP4 192.0.2.7 127.0.0.1 4444 22\r\nSSH-2.0-y\r\n", Policy::Use)
-            .await
-            .unwrap();
+        let o = read(
+            b"PROXY TCP4 192.0.2.7 127.0.0.1 4444 22\r\nSSH-2.0-y\r\n",
+            Policy::Use,
+        )
+        .await
+        .unwrap();
         assert_eq!(o.source, Some("192.0.2.7:4444".parse().unwrap()));
         assert_eq!(o.leftover, b"SSH-2.0-y\r\n");
         let o = read(b"PROXY TCP6 2001:db8::1 ::1 5 22\r\n", Policy::Use)
@@ -397,7 +404,11 @@ mod tests {
             Err(ProxyError::Invalid(_))
         ));
         assert!(matches!(
-            read(&[b'P', b'R', b'O', b'X', b'Y', b' ', b'A'].repeat(20), Policy::Use).await,
+            read(
+                &[b'P', b'R', b'O', b'X', b'Y', b' ', b'A'].repeat(20),
+                Policy::Use
+            )
+            .await,
             Err(ProxyError::Invalid(_))
         ));
         let mut truncated = v2("10.1.1.1:1000");
@@ -412,12 +423,18 @@ mod tests {
     fn allowed_lists() {
         let s = Settings {
             policy: Policy::Use,
-            allowed: vec![Cidr::parse("10.0.0.0/8").unwrap(), Cidr::parse("::1").unwrap()],
+            allowed: vec![
+                Cidr::parse("10.0.0.0/8").unwrap(),
+                Cidr::parse("::1").unwrap(),
+            ],
             timeout: Duration::from_millis(1),
         };
         assert_eq!(s.policy_for("10.2.3.4".parse().unwrap()), Policy::Use);
         assert_eq!(s.policy_for("::1".parse().unwrap()), Policy::Use);
-        assert_eq!(s.policy_for("::ffff:10.0.0.1".parse().unwrap()), Policy::Use);
+        assert_eq!(
+            s.policy_for("::ffff:10.0.0.1".parse().unwrap()),
+            Policy::Use
+        );
         assert_eq!(s.policy_for("11.0.0.1".parse().unwrap()), Policy::Reject);
         let s = Settings {
             policy: Policy::Require,

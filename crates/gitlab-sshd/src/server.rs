@@ -103,7 +103,8 @@ pub fn russh_config(
         preferred.kex = pick(&sshd.kex_algorithms, &all, |n| n.as_ref().to_owned(), "kex")?.into();
     }
     if !sshd.ciphers.is_empty() {
-        let all: Vec<russh::cipher::Name> = russh::cipher::ALL_CIPHERS.iter().map(|n| **n).collect();
+        let all: Vec<russh::cipher::Name> =
+            russh::cipher::ALL_CIPHERS.iter().map(|n| **n).collect();
         preferred.cipher = pick(&sshd.ciphers, &all, |n| n.as_ref().to_owned(), "cipher")?.into();
     }
     if !sshd.macs.is_empty() {
@@ -116,8 +117,9 @@ pub fn russh_config(
             .public_key_algorithms
             .iter()
             .map(|a| {
-                Algorithm::new(a)
-                    .map_err(|_| StartError::Config(format!("unsupported public key algorithm {a:?}")))
+                Algorithm::new(a).map_err(|_| {
+                    StartError::Config(format!("unsupported public key algorithm {a:?}"))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         preferred.key = algos.into();
@@ -169,7 +171,9 @@ impl Shared {
         let unauthenticated = match sshd.max_unauthenticated_connections {
             0 => None,
             n => Some(Arc::new(Semaphore::new(
-                usize::try_from(n).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS),
+                usize::try_from(n)
+                    .unwrap_or(usize::MAX)
+                    .min(Semaphore::MAX_PERMITS),
             ))),
         };
         Ok(Arc::new(Shared {
@@ -208,7 +212,10 @@ impl Shared {
         drop(listener);
         self.tracker.close();
         let grace = self.config.sshd.grace_period;
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("server: grace period over, closing the remaining connections");
             self.cut.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
@@ -216,22 +223,30 @@ impl Shared {
     }
 
     async fn handle_conn(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr) {
-        METRICS.in_flight_connections.fetch_add(1, Ordering::Relaxed);
+        METRICS
+            .in_flight_connections
+            .fetch_add(1, Ordering::Relaxed);
         let _in_flight = scopeguard(|| {
-            METRICS.in_flight_connections.fetch_sub(1, Ordering::Relaxed);
+            METRICS
+                .in_flight_connections
+                .fetch_sub(1, Ordering::Relaxed);
         });
         let permit = match &self.unauthenticated {
             None => None,
             Some(s) => match Arc::clone(s).try_acquire_owned() {
                 Ok(p) => Some(p),
                 Err(_) => {
-                    METRICS.unauthenticated_limited.fetch_add(1, Ordering::Relaxed);
+                    METRICS
+                        .unauthenticated_limited
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(remote_addr = %peer, "server: too many unauthenticated connections, closing");
                     return;
                 }
             },
         };
-        METRICS.unauthenticated_connections.fetch_add(1, Ordering::Relaxed);
+        METRICS
+            .unauthenticated_connections
+            .fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let local = stream
             .local_addr()
@@ -248,14 +263,17 @@ impl Shared {
                     Err(e) => {
                         METRICS.proxy_rejected.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(remote_addr = %peer, error = %e, "server: PROXY protocol refused the connection");
-                        METRICS.unauthenticated_connections.fetch_sub(1, Ordering::Relaxed);
+                        METRICS
+                            .unauthenticated_connections
+                            .fetch_sub(1, Ordering::Relaxed);
                         return;
                     }
                 }
             }
         };
         let correlation_id = gitlab_shell::correlation::generate();
-        let span = tracing::info_span!("conn", correlation_id = %correlation_id, remote_addr = %remote);
+        let span =
+            tracing::info_span!("conn", correlation_id = %correlation_id, remote_addr = %remote);
         let conn_token = self.cut.child_token();
         let (auth_tx, auth_rx) = oneshot::channel();
         let handler = Conn {
@@ -378,7 +396,9 @@ pub struct Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         if self.permit.take().is_some() {
-            METRICS.unauthenticated_connections.fetch_sub(1, Ordering::Relaxed);
+            METRICS
+                .unauthenticated_connections
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -489,7 +509,9 @@ impl russh::server::Handler for Conn {
 
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
         if self.permit.take().is_some() {
-            METRICS.unauthenticated_connections.fetch_sub(1, Ordering::Relaxed);
+            METRICS
+                .unauthenticated_connections
+                .fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(tx) = self.auth_tx.take() {
             let _ = tx.send(());
@@ -505,12 +527,16 @@ impl russh::server::Handler for Conn {
     ) -> Result<(), Self::Error> {
         tracing::info!(parent: &self.span, channel_type = "session", "connection: handle: new channel requested");
         let Some(id) = self.key_id else {
-            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
             return Ok(());
         };
         let limit = usize::try_from(self.shared.config.sshd.concurrent_sessions_limit).unwrap_or(0);
         if self.open_sessions.load(Ordering::Acquire) >= limit {
-            METRICS.concurrent_limited_sessions.fetch_add(1, Ordering::Relaxed);
+            METRICS
+                .concurrent_limited_sessions
+                .fetch_add(1, Ordering::Relaxed);
             reply
                 .reject(ChannelOpenFailure::Other {
                     code: 4,

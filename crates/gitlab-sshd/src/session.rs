@@ -248,7 +248,9 @@ fn start(
             gone: gone.clone(),
         }),
     };
-    METRICS.session_established_duration.observe(opened.elapsed());
+    METRICS
+        .session_established_duration
+        .observe(opened.elapsed());
     let ctx = ctx.clone();
     let git_protocol = git_protocol.to_owned();
     let span = ctx.span.clone();
