@@ -619,7 +619,6 @@ impl russh::server::Handler for Conn {
         session.channel_success(channel)
     }
 
-    #[expect(clippy::too_many_arguments, reason = "russh's callback signature")]
     async fn pty_request(
         &mut self,
         channel: ChannelId,
