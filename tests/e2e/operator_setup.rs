@@ -12,12 +12,13 @@ use std::path::{Path, PathBuf};
 use test_support::{Cmd, Run};
 
 /// The binaries `make install` installs (the Makefile's `BINARIES`).
-const INSTALLED: [&str; 5] = [
+const INSTALLED: [&str; 6] = [
     "gitlab-shell",
     "gitlab-shell-authorized-keys-check",
     "gitlab-shell-authorized-principals-check",
     "gitlab-shell-check",
     "gitlab-shell-authorized-keys",
+    "gitlab-sshd",
 ];
 
 fn workspace() -> PathBuf {
