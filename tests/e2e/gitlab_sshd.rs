@@ -10,7 +10,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -730,4 +730,73 @@ fn startup_failures_exit_1() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("gitlab-sshd v"));
+}
+
+#[test]
+fn user_certificates_signed_by_a_trusted_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    Cmd::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "ca", "-f"])
+        .arg(&ca)
+        .run()
+        .assert_success();
+    let w = world(
+        "sshd-certs",
+        &format!(
+            "  trusted_user_ca_keys: [{}]\n",
+            ca.with_extension("pub").display()
+        ),
+    );
+    // A key GitLab does not know: only its certificate can let it in.
+    let sign = |name: &str, key_id: &str, principal: &str, extra: &[&str]| -> PathBuf {
+        let key = ClientKey::generate(dir.path(), name).private_key;
+        Cmd::new("ssh-keygen")
+            .args(["-q", "-s"])
+            .arg(&ca)
+            .args(["-I", key_id, "-n", principal, "-V", "-5m:+1h"])
+            .args(extra)
+            .arg(key.with_extension("pub"))
+            .run()
+            .assert_success();
+        key
+    };
+    let user = current_user();
+    let good = sign("good", "alice", &user, &[]);
+    let run = w.ssh_as(&user, &good).run();
+    w.ok(&run);
+    run.assert_stdout_contains("Welcome to GitLab, @alice!\n");
+    assert!(
+        w.server
+            .log()
+            .contains("user certificate is signed by a locally trusted CA (instance-level)")
+    );
+    let here = sign(
+        "here",
+        "alice",
+        &user,
+        &["-O", "source-address=127.0.0.0/8"],
+    );
+    w.ok(&w.ssh_as(&user, &here).run());
+
+    for (name, key_id, principal, extra) in [
+        (
+            "elsewhere",
+            "alice",
+            user.as_str(),
+            &["-O", "source-address=10.9.9.9/32"][..],
+        ),
+        ("wrongprincipal", "alice", "somebody", &[][..]),
+        ("badid", "al..ice", user.as_str(), &[][..]),
+    ] {
+        let key = sign(name, key_id, principal, extra);
+        let run = w.ssh_as(&user, &key).run();
+        assert_eq!(run.code, 255, "{name}: {run}");
+    }
+    let log = w.server.log();
+    assert!(log.contains("not allowed by the certificate"), "{log}");
+    assert!(
+        log.contains("certificate KeyId contains consecutive special characters"),
+        "{log}"
+    );
 }

@@ -7,6 +7,7 @@
 //! (one session channel), [`monitoring`] + [`metrics`] (probes and Prometheus), [`cli`] (the
 //! binary's start-up).
 
+pub mod certs;
 pub mod cli;
 pub mod env;
 pub mod logging;

@@ -52,6 +52,7 @@ pub struct Shared {
     pub config: Arc<Config>,
     russh: Arc<russh::server::Config>,
     proxy: Option<proxy::Settings>,
+    trusted_cas: crate::certs::TrustedCas,
     /// Readiness ([`STARTING`], [`READY`], [`SHUTTING_DOWN`]).
     pub status: AtomicU8,
     unauthenticated: Option<Arc<Semaphore>>,
@@ -153,6 +154,8 @@ impl Shared {
             return Err(StartError::NoHostKeys);
         }
         let russh = russh_config(sshd, keys)?;
+        let trusted_cas = crate::certs::TrustedCas::load(&sshd.trusted_user_ca_keys)
+            .map_err(StartError::Config)?;
         let proxy = if sshd.proxy_protocol {
             let allowed = sshd
                 .proxy_allowed
@@ -180,6 +183,7 @@ impl Shared {
             config: Arc::new(config),
             russh: Arc::new(russh),
             proxy,
+            trusted_cas,
             status: AtomicU8::new(STARTING),
             unauthenticated,
             cut: CancellationToken::new(),
@@ -283,7 +287,7 @@ impl Shared {
             peer,
             correlation_id,
             span: span.clone(),
-            key_id: None,
+            identity: None,
             offered: HashMap::new(),
             auth_tx: Some(auth_tx),
             permit,
@@ -381,8 +385,9 @@ pub struct Conn {
     peer: SocketAddr,
     correlation_id: String,
     span: tracing::Span,
-    /// GitLab key id of the key whose signature was verified.
-    key_id: Option<i64>,
+    /// `key-<id>` of the key whose signature was verified, or `username-<KeyId>` of a verified
+    /// certificate.
+    identity: Option<String>,
     /// Lookups of offered keys (wire-format blob → key id), so the verified key is looked up
     /// once; identity is only ever taken for the verified key.
     offered: HashMap<Vec<u8>, Option<i64>>,
@@ -482,6 +487,9 @@ impl russh::server::Handler for Conn {
         }
         Ok(match self.lookup(offer.public_key).await {
             Some(_) => Auth::Accept,
+            // russh offers a certificate's inner key here too: with trusted CAs, let the client
+            // sign, and decide in auth_publickey / auth_openssh_certificate.
+            None if !self.shared.trusted_cas.is_empty() => Auth::Accept,
             None => Self::reject(),
         })
     }
@@ -500,10 +508,45 @@ impl russh::server::Handler for Conn {
         match self.lookup(key.public_key).await {
             Some(id) => {
                 tracing::info!(parent: &self.span, ssh_key_type = %key.public_key.algorithm(), "public key authentication");
-                self.key_id = Some(id);
+                self.identity = Some(format!("key-{id}"));
                 Ok(Auth::Accept)
             }
             None => Ok(Self::reject()),
+        }
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &russh::keys::Certificate,
+    ) -> Result<Auth, Self::Error> {
+        self.count_attempt();
+        if !self.user_ok(user) {
+            return Ok(Self::reject());
+        }
+        let ca = certificate
+            .signature_key()
+            .fingerprint(russh::keys::HashAlg::Sha256)
+            .to_string();
+        let key = certificate
+            .public_key()
+            .fingerprint(russh::keys::HashAlg::Sha256)
+            .to_string();
+        match crate::certs::check(
+            certificate,
+            user,
+            self.remote.ip(),
+            &self.shared.trusted_cas,
+        ) {
+            Ok(username) => {
+                tracing::info!(parent: &self.span, ssh_user = user, public_key_fingerprint = %key, signing_ca_fingerprint = %ca, certificate_identity = %username, "user certificate is signed by a locally trusted CA (instance-level)");
+                self.identity = Some(format!("username-{username}"));
+                Ok(Auth::Accept)
+            }
+            Err(e) => {
+                tracing::info!(parent: &self.span, ssh_user = user, public_key_fingerprint = %key, signing_ca_fingerprint = %ca, certificate_identity = certificate.key_id(), "{e}");
+                Ok(Self::reject())
+            }
         }
     }
 
@@ -526,7 +569,7 @@ impl russh::server::Handler for Conn {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         tracing::info!(parent: &self.span, channel_type = "session", "connection: handle: new channel requested");
-        let Some(id) = self.key_id else {
+        let Some(identity) = self.identity.clone() else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
@@ -549,7 +592,7 @@ impl russh::server::Handler for Conn {
         reply.accept().await;
         let ctx = SessionCtx {
             config: Arc::clone(&self.shared.config),
-            identity: format!("key-{id}"),
+            identity,
             remote: self.remote,
             local: self.local,
             correlation_id: self.correlation_id.clone(),
