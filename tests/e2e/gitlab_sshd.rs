@@ -356,10 +356,16 @@ fn welcome_clone_push_archive_and_refusals() {
     // Refusals: gitlab-sshd's wording and exit status 128.
     let run = w.ssh().arg("rm -rf /").run();
     assert_eq!(run.code, 128, "{run}");
-    run.assert_stderr_contains("remote: ERROR: Unknown command: rm -rf /\n");
+    // Byte for byte what the Go gitlab-sshd 14.35 prints (its message ends in a newline).
+    let ruler = "=".repeat(72);
+    run.assert_stderr(format!(
+        "remote: \nremote: {ruler}\nremote: \nremote: ERROR: Unknown command: rm -rf /\n\nremote: \nremote: {ruler}\nremote: \n"
+    ));
     let run = w.ssh().arg("git-upload-pack 'unterminated").run();
     assert_eq!(run.code, 128, "{run}");
-    run.assert_stderr_contains("remote: ERROR: Failed to parse command: ");
+    run.assert_stderr_contains(
+        "remote: ERROR: Failed to parse command: Invalid SSH command: invalid command line string\n\n",
+    );
 
     // Every line of a connection carries its correlation id and the client address.
     let lines = w.server.lines();

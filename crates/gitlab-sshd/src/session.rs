@@ -104,16 +104,18 @@ impl Write for ChannelOut {
 /// command is runnable.
 pub fn refusal(env: &SshEnv, config: &Config, args: &[OsString]) -> Option<String> {
     use gitlab_shell::error::Error;
+    // Both texts end with a newline of their own inside the frame, as the Go gitlab-sshd
+    // prints them (checked side by side).
     let parsed = match gitlab_shell::args::shell::parse(args, env.clone()) {
         Ok(p) => p,
-        Err(Error::InvalidSshCommand(e)) => {
-            return Some(format!("ERROR: Failed to parse command: {e}"));
+        Err(e @ Error::InvalidSshCommand(_)) => {
+            return Some(format!("ERROR: Failed to parse command: {e}\n"));
         }
         Err(_) => return None,
     };
     match gitlab_shell::command::build(&parsed, config) {
         Err(Error::UnknownCommand) => Some(format!(
-            "ERROR: Unknown command: {}",
+            "ERROR: Unknown command: {}\n",
             env.original_command.to_string_lossy()
         )),
         _ => None,
