@@ -806,3 +806,93 @@ fn user_certificates_signed_by_a_trusted_ca() {
         "{log}"
     );
 }
+
+fn rss_kb(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// A client that stops reading in the middle of a 24 MB pack: the server's memory stays
+/// bounded (output waits for the SSH window), and when the client goes away the session and
+/// connection end.
+#[test]
+fn a_client_that_stops_reading_mid_clone_costs_bounded_memory() {
+    let mut builder = Sandbox::builder("sshd-stall").fixture_yaml(FIXTURE);
+    let alice = builder.client_key("alice", 1, Some("alice"));
+    let sandbox = builder
+        .seed(
+            "group/open",
+            vec![Commit::new(
+                "main",
+                "Big\n",
+                "big.bin",
+                test_support::random_bytes(7, 24 << 20),
+            )],
+        )
+        .build();
+    write_config(&sandbox, "");
+    let server = start(sandbox.root());
+    let tip = sandbox
+        .git()
+        .rev_parse(&sandbox.repo_path("group/open"), "main")
+        .unwrap();
+    let before = rss_kb(server.child.id());
+    let mut client = Command::new("ssh")
+        .args(ssh_options(server.addr.port(), &alice.private_key))
+        .arg(format!("{}@127.0.0.1", current_user()))
+        .arg("git-upload-pack 'group/open.git'")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let want = format!("want {tip}\n");
+    let request = format!("{:04x}{want}00000009done\n", want.len() + 4);
+    client
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(request.as_bytes())
+        .unwrap();
+    // Read a little (the advertisement and the start of the pack), then stop reading.
+    let mut first = vec![0u8; 64 << 10];
+    client
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    thread::sleep(Duration::from_secs(3));
+    let stalled = rss_kb(server.child.id());
+    assert!(
+        stalled < before + 12 * 1024,
+        "server grew from {before} kB to {stalled} kB with a stalled client"
+    );
+    let (_, metrics) = server.get("/metrics");
+    assert!(
+        metrics.contains("gitlab_shell_sshd_in_flight_connections 1\n"),
+        "{metrics}"
+    );
+    // The client goes away: the blocked command fails its writes, the session and the
+    // connection end.
+    let _ = client.kill();
+    let _ = client.wait();
+    let started = Instant::now();
+    loop {
+        let (_, metrics) = server.get("/metrics");
+        if metrics.contains("gitlab_shell_sshd_in_flight_connections 0\n") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{metrics}\n{}",
+            server.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
