@@ -896,3 +896,67 @@ fn a_client_that_stops_reading_mid_clone_costs_bounded_memory() {
         thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// HAProxy (`send-proxy-v2`, connecting from 127.0.0.3) in front of gitlab-sshd with
+/// `proxy_policy: require` and `proxy_allowed: [127.0.0.3]`: the client address from the header
+/// (127.0.0.1) is the `check_ip` GitLab sees; another peer sending a header is refused.
+#[test]
+fn haproxy_send_proxy_v2_in_front() {
+    let w = world(
+        "sshd-haproxy",
+        "  proxy_protocol: true\n  proxy_policy: require\n  proxy_allowed: [127.0.0.3]\n",
+    );
+    let port = test_support::sshd::free_port();
+    let cfg = format!(
+        "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n\
+         frontend ssh\n    bind 127.0.0.1:{port}\n    default_backend gitlab_sshd\n\
+         backend gitlab_sshd\n    server node1 {} send-proxy-v2 source 127.0.0.3\n",
+        w.server.addr
+    );
+    let path = w.sandbox.work_dir("haproxy").join("haproxy.cfg");
+    fs::write(&path, cfg).unwrap();
+    let haproxy = Cmd::new("/usr/sbin/haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .timeout(Duration::from_secs(120))
+        .spawn();
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "haproxy did not start"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let run = Cmd::new("ssh")
+        .args(ssh_options(port, &w.alice.private_key))
+        .arg(format!("{}@127.0.0.1", current_user()))
+        .arg("git-upload-pack 'group/open.git'")
+        .stdin(b"0000".to_vec())
+        .timeout(Duration::from_secs(60))
+        .run();
+    w.ok(&run);
+    let allowed = w.sandbox.api().requests_to("/allowed");
+    assert!(
+        allowed.iter().any(|r| r.body["check_ip"] == "127.0.0.1"),
+        "{allowed:#?}"
+    );
+    // Without the header the TCP peer would be HAProxy's 127.0.0.3.
+    assert!(
+        !w.server.log().contains("\"remote_addr\":\"127.0.0.3"),
+        "{}",
+        w.server.log()
+    );
+    // A peer that is not the balancer may not send a header (a forged client address) ...
+    let forger = proxy_v2_relay(w.server.addr, "10.6.6.6:1".parse().unwrap());
+    let run = Cmd::new("ssh")
+        .args(ssh_options(forger.port(), &w.alice.private_key))
+        .arg(format!("{}@127.0.0.1", current_user()))
+        .timeout(Duration::from_secs(60))
+        .run();
+    assert_eq!(run.code, 255, "{run}");
+    // ... but may connect without one (upstream's proxy_allowed semantics).
+    w.ok(&w.ssh().run());
+    drop(haproxy);
+}
