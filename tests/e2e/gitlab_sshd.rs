@@ -960,3 +960,73 @@ fn haproxy_send_proxy_v2_in_front() {
     w.ok(&w.ssh().run());
     drop(haproxy);
 }
+
+/// Hostile input: 1,000 connections that never authenticate (at most
+/// `max_unauthenticated_connections` are served, the rest are closed at once, memory stays
+/// bounded), garbage instead of an SSH banner, and broken PROXY headers; a real client still
+/// gets in afterwards.
+#[test]
+fn a_thousand_idle_connections_garbage_and_broken_proxy_headers() {
+    let w = world(
+        "sshd-hostile",
+        "  max_unauthenticated_connections: 100\n  login_grace_time: 30\n  proxy_protocol: true\n",
+    );
+    let before = rss_kb(w.server.child.id());
+    let mut conns = Vec::new();
+    for _ in 0..1000 {
+        match TcpStream::connect(w.server.addr) {
+            Ok(c) => conns.push(c),
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+    thread::sleep(Duration::from_secs(2));
+    let (_, metrics) = w.server.get("/metrics");
+    let limited: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("gitlab_shell_sshd_unauthenticated_limited_connections_total ")
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(limited >= 900, "{metrics}");
+    assert!(
+        metrics.contains("gitlab_shell_sshd_unauthenticated_connections 100\n"),
+        "{metrics}"
+    );
+    let grown = rss_kb(w.server.child.id()).saturating_sub(before);
+    assert!(grown < 32 * 1024, "grew by {grown} kB");
+    drop(conns);
+
+    // Garbage instead of a banner: the connection is closed, the server goes on.
+    let mut g = TcpStream::connect(w.server.addr).unwrap();
+    g.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    g.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let _ = g.read_to_end(&mut buf);
+    // Broken PROXY headers: refused and counted.
+    for bad in [
+        &b"PROXY TCP4 bogus\r\n"[..],
+        b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\x01",
+    ] {
+        let mut c = TcpStream::connect(w.server.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(bad).unwrap();
+        let mut buf = Vec::new();
+        let _ = c.read_to_end(&mut buf);
+        assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
+    }
+    let started = Instant::now();
+    loop {
+        let (_, metrics) = w.server.get("/metrics");
+        if metrics.contains("gitlab_shell_sshd_proxy_rejected_connections_total 2\n")
+            && metrics.contains("gitlab_shell_sshd_unauthenticated_connections 0\n")
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{metrics}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let run = w.ssh().run();
+    w.ok(&run);
+    run.assert_stdout_contains("Welcome to GitLab, @alice!\n");
+}
