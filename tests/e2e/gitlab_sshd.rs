@@ -1030,3 +1030,46 @@ fn a_thousand_idle_connections_garbage_and_broken_proxy_headers() {
     w.ok(&run);
     run.assert_stdout_contains("Welcome to GitLab, @alice!\n");
 }
+
+/// The other GitLab commands through gitlab-sshd run the same code as classic: a personal
+/// access token, 2FA recovery codes (answering a question on stdin), LFS authentication.
+#[test]
+fn personal_access_token_2fa_and_lfs_authenticate() {
+    let fixture = r#"
+users:
+  - { id: 1, username: alice, name: Alice, two_factor: true, recovery_codes: [aaaa-1111, bbbb-2222] }
+projects:
+  - path: group/open
+    id: 1
+    members: { alice: admin }
+personal_access_token:
+  token: glpat-stubtoken0000000000
+"#;
+    let mut builder = Sandbox::builder("sshd-commands")
+        .fixture_yaml(fixture)
+        .gitaly(false);
+    let alice = builder.client_key("alice", 1, Some("alice"));
+    let sandbox = builder.build();
+    write_config(&sandbox, "");
+    let server = start(sandbox.root());
+    let ssh = |command: &str, stdin: &[u8]| {
+        Cmd::new("ssh")
+            .args(ssh_options(server.addr.port(), &alice.private_key))
+            .arg(format!("{}@127.0.0.1", current_user()))
+            .arg(command)
+            .stdin(stdin.to_vec())
+            .timeout(Duration::from_secs(60))
+            .run()
+    };
+    let run = ssh("personal_access_token mytoken api 7", b"");
+    assert_eq!(run.code, 0, "{run}");
+    run.assert_stdout_contains("Token:   glpat-stubtoken0000000000\nScopes:  api\nExpires: ");
+    let run = ssh("2fa_recovery_codes", b"yes\n");
+    assert_eq!(run.code, 0, "{run}");
+    run.assert_stdout_contains(
+        "Your two-factor authentication recovery codes are:\n\naaaa-1111\nbbbb-2222\n",
+    );
+    let run = ssh("git-lfs-authenticate group/open download", b"");
+    assert_eq!(run.code, 0, "{run}");
+    run.assert_stdout_contains("{\"header\":{\"Authorization\":\"Basic ");
+}
