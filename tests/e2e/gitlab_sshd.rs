@@ -1073,3 +1073,45 @@ personal_access_token:
     assert_eq!(run.code, 0, "{run}");
     run.assert_stdout_contains("{\"header\":{\"Authorization\":\"Basic ");
 }
+
+/// After `grace_period` the sessions still in flight are cut and the process exits.
+#[test]
+fn sessions_are_cut_after_the_grace_period() {
+    let mut w = world("sshd-cut", "  grace_period: 1\n");
+    let mut held = Command::new("ssh")
+        .args(ssh_options(w.server.addr.port(), &w.alice.private_key))
+        .arg(format!("{}@127.0.0.1", current_user()))
+        .arg("git-upload-pack 'group/open.git'")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 4];
+    held.stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    let started = Instant::now();
+    w.server.signal("TERM");
+    assert_eq!(
+        w.server.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        w.server.log()
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "exited after {took:?}, before the grace period"
+    );
+    // The client sees its connection closed.
+    let status = held.wait().unwrap();
+    assert!(!status.success());
+    assert!(
+        w.server.log().contains("grace period over"),
+        "{}",
+        w.server.log()
+    );
+}

@@ -284,7 +284,6 @@ impl Shared {
             shared: Arc::clone(&self),
             remote,
             local,
-            peer,
             correlation_id,
             span: span.clone(),
             identity: None,
@@ -382,7 +381,6 @@ pub struct Conn {
     shared: Arc<Shared>,
     remote: SocketAddr,
     local: SocketAddr,
-    peer: SocketAddr,
     correlation_id: String,
     span: tracing::Span,
     /// `key-<id>` of the key whose signature was verified, or `username-<KeyId>` of a verified
@@ -600,7 +598,6 @@ impl russh::server::Handler for Conn {
             open_sessions: Arc::clone(&self.open_sessions),
             span: self.span.clone(),
         };
-        let _ = self.peer;
         tokio::spawn(session::serve(channel, ctx));
         Ok(())
     }
