@@ -367,6 +367,14 @@ fn welcome_clone_push_archive_and_refusals() {
         "remote: ERROR: Failed to parse command: Invalid SSH command: invalid command line string\n\n",
     );
 
+    // A failing command: `ERROR: <message>` in the frame, exit status 1 (as the Go
+    // gitlab-sshd prints it).
+    let run = w.ssh().arg("git-upload-pack 'group/nope.git'").run();
+    assert_eq!(run.code, 1, "{run}");
+    run.assert_stderr(format!(
+        "remote: \nremote: {ruler}\nremote: \nremote: ERROR: The project you were looking for could not be found or you don't have permission to view it.\n\nremote: \nremote: {ruler}\nremote: \n"
+    ));
+
     // Every line of a connection carries its correlation id and the client address.
     let lines = w.server.lines();
     let exec: Vec<_> = lines

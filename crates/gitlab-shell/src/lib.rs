@@ -53,6 +53,19 @@ pub fn run_shell_status(
     correlation_id: &str,
     io: &mut Io,
 ) -> u8 {
+    run_shell_status_with(args, env, config, correlation_id, io, error::report_status)
+}
+
+/// [`run_shell_status`] with the error display chosen by the caller: gitlab-sshd shows a failed
+/// command as `ERROR: <message>` ([`error::report_status_sshd`]).
+pub fn run_shell_status_with(
+    args: &[OsString],
+    env: SshEnv,
+    config: &Config,
+    correlation_id: &str,
+    io: &mut Io,
+    report: fn(&error::Error, &mut Io) -> u8,
+) -> u8 {
     let parsed = match args::shell::parse(args, env) {
         Ok(p) => p,
         Err(e) => return error::report_status(&e, io),
@@ -98,7 +111,7 @@ pub fn run_shell_status(
         }
         Err(e) => {
             tracing::warn!(command = cmd.name(), error = %e, "gitlab-shell: main: command execution failed");
-            error::report_status(&e, io)
+            report(&e, io)
         }
     }
 }

@@ -140,7 +140,14 @@ pub fn run_command(ctx: &SessionCtx, command: OsString, git_protocol: &str, io: 
     // Hook for cancellation: `ctx.conn_token` (and the channel's token) are where a Gitaly
     // call would learn that the client is gone; today the command notices through failing
     // writes to the channel.
-    gitlab_shell::run_shell_status(&args, env, &ctx.config, &ctx.correlation_id, io)
+    gitlab_shell::run_shell_status_with(
+        &args,
+        env,
+        &ctx.config,
+        &ctx.correlation_id,
+        io,
+        gitlab_shell::error::report_status_sshd,
+    )
 }
 
 /// Serves one accepted session channel until it closes.
