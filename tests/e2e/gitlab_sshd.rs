@@ -409,6 +409,23 @@ fn wrong_user_and_unknown_key_are_refused() {
     let run = w.ssh_as(&current_user(), &stranger.private_key).run();
     assert_eq!(run.code, 255, "{run}");
     run.assert_stderr_contains("Permission denied (publickey)");
+    // Unknown keys are not server errors; an internal API failing during auth is.
+    let (_, metrics) = w.server.get("/metrics");
+    assert!(
+        metrics.contains("gitlab_sli:shell_sshd_connections:errors_total 0\n"),
+        "{metrics}"
+    );
+    w.sandbox.api().set_fault(
+        "/api/v4/internal/authorized_keys",
+        test_support::stub_api::Fault::Status(500, "{}".into()),
+    );
+    let run = w.ssh().run();
+    assert_eq!(run.code, 255, "{run}");
+    let (_, metrics) = w.server.get("/metrics");
+    assert!(
+        metrics.contains("gitlab_sli:shell_sshd_connections:errors_total 1\n"),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -293,6 +293,7 @@ impl Shared {
             open_sessions: Arc::new(AtomicUsize::new(0)),
             conn_token: conn_token.clone(),
             counted: false,
+            errored: false,
         };
         let stream = proxy::Prefixed::new(leftover, stream);
         let started = Instant::now();
@@ -394,6 +395,7 @@ pub struct Conn {
     open_sessions: Arc<AtomicUsize>,
     conn_token: CancellationToken,
     counted: bool,
+    errored: bool,
 }
 
 impl Drop for Conn {
@@ -411,6 +413,15 @@ impl Conn {
         if !self.counted {
             self.counted = true;
             METRICS.connections_total.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn count_error(&mut self) {
+        if !self.errored {
+            self.errored = true;
+            METRICS
+                .connection_errors_total
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -437,10 +448,21 @@ impl Conn {
         let found = match tokio::time::timeout(AUTH_API_TIMEOUT, call).await {
             Ok(Ok(Ok(r))) => Some(r.id),
             Ok(Ok(Err(e))) => {
+                // An unknown key is the client's problem; anything else is a server-side
+                // auth error (SLI).
+                let unknown_key = matches!(
+                    e,
+                    gitlab_shell::api::Error::Api { status: 404, .. }
+                        | gitlab_shell::api::Error::Status(404)
+                );
+                if !unknown_key {
+                    self.count_error();
+                }
                 tracing::info!(parent: &self.span, error = %e, "public key authentication: key lookup failed");
                 None
             }
             _ => {
+                self.count_error();
                 tracing::warn!(parent: &self.span, "public key authentication: key lookup timed out");
                 None
             }
