@@ -1140,3 +1140,37 @@ fn sessions_are_cut_after_the_grace_period() {
         w.server.log()
     );
 }
+
+/// Ours: `max_connections_per_source` caps the connections in flight from one client address
+/// (after PROXY, so per real client), counted in metrics; other addresses are not affected.
+#[test]
+fn connections_per_source_address_are_capped() {
+    let w = world(
+        "sshd-per-source",
+        "  max_connections_per_source: 2\n  proxy_protocol: true\n",
+    );
+    let idle: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(w.server.addr).unwrap())
+        .collect();
+    thread::sleep(Duration::from_millis(800));
+    // A third from 127.0.0.1 is closed at once (after the PROXY header timeout).
+    let run = w.ssh().run();
+    assert_eq!(run.code, 255, "{run}");
+    let (_, metrics) = w.server.get("/metrics");
+    assert!(
+        metrics.contains("gitlab_shell_sshd_per_source_limited_connections_total 1\n"),
+        "{metrics}"
+    );
+    // Another client address (through a PROXY header) still gets in.
+    let relay = proxy_v2_relay(w.server.addr, "10.1.1.1:1000".parse().unwrap());
+    let run = Cmd::new("ssh")
+        .args(ssh_options(relay.port(), &w.alice.private_key))
+        .arg(format!("{}@127.0.0.1", current_user()))
+        .timeout(Duration::from_secs(60))
+        .run();
+    w.ok(&run);
+    // Once the idle ones are gone, 127.0.0.1 gets in again.
+    drop(idle);
+    thread::sleep(Duration::from_millis(300));
+    w.ok(&w.ssh().run());
+}

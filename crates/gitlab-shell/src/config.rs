@@ -113,6 +113,11 @@ pub struct SshdConfig {
     /// connections not yet authenticated, in flight at once; more are closed at once. 0: no limit.
     #[serde(deserialize_with = "nullable")]
     pub max_unauthenticated_connections: u64,
+    /// `max_connections_per_source` (ours, beyond upstream): connections in flight from one
+    /// client address (the PROXY header's when there is one); more are closed at once. 0: no
+    /// limit.
+    #[serde(deserialize_with = "nullable")]
+    pub max_connections_per_source: u64,
 }
 
 impl Default for SshdConfig {
@@ -144,6 +149,7 @@ impl Default for SshdConfig {
             ciphers: Vec::new(),
             public_key_algorithms: Vec::new(),
             max_unauthenticated_connections: 256,
+            max_connections_per_source: 0,
         }
     }
 }

@@ -80,6 +80,8 @@ pub struct Metrics {
     pub unauthenticated_limited: AtomicU64,
     /// Ours: `gitlab_shell_sshd_proxy_rejected_connections_total`.
     pub proxy_rejected: AtomicU64,
+    /// Ours: `gitlab_shell_sshd_per_source_limited_connections_total`.
+    pub per_source_limited: AtomicU64,
 }
 
 /// The process's metrics.
@@ -95,6 +97,7 @@ pub static METRICS: Metrics = Metrics {
     unauthenticated_connections: AtomicI64::new(0),
     unauthenticated_limited: AtomicU64::new(0),
     proxy_rejected: AtomicU64::new(0),
+    per_source_limited: AtomicU64::new(0),
 };
 
 fn simple(out: &mut String, name: &str, kind: &str, help: &str, value: i64) {
@@ -181,6 +184,13 @@ impl Metrics {
             "counter",
             "Connections closed by the PROXY protocol policy",
             get(&self.proxy_rejected),
+        );
+        simple(
+            &mut out,
+            "gitlab_shell_sshd_per_source_limited_connections_total",
+            "counter",
+            "Connections closed because max_connections_per_source was reached",
+            get(&self.per_source_limited),
         );
         let _ = writeln!(
             out,

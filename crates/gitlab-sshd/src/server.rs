@@ -56,6 +56,8 @@ pub struct Shared {
     /// Readiness ([`STARTING`], [`READY`], [`SHUTTING_DOWN`]).
     pub status: AtomicU8,
     unauthenticated: Option<Arc<Semaphore>>,
+    /// Connections in flight per client address (`max_connections_per_source`).
+    per_source: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, u64>>>,
     /// Cancelled at the end of the grace period: every connection is cut.
     pub cut: CancellationToken,
     tracker: TaskTracker,
@@ -186,6 +188,7 @@ impl Shared {
             trusted_cas,
             status: AtomicU8::new(STARTING),
             unauthenticated,
+            per_source: Arc::default(),
             cut: CancellationToken::new(),
             tracker: TaskTracker::new(),
         }))
@@ -275,6 +278,17 @@ impl Shared {
                 }
             }
         };
+        let _source_slot = match self.take_source_slot(remote.ip()) {
+            Some(slot) => slot,
+            None => {
+                METRICS.per_source_limited.fetch_add(1, Ordering::Relaxed);
+                METRICS
+                    .unauthenticated_connections
+                    .fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!(remote_addr = %remote, "server: too many connections from this address, closing");
+                return;
+            }
+        };
         let correlation_id = gitlab_shell::correlation::generate();
         let span =
             tracing::info_span!("conn", correlation_id = %correlation_id, remote_addr = %remote);
@@ -308,6 +322,36 @@ impl Shared {
         }
         .instrument(span)
         .await;
+    }
+}
+
+impl Shared {
+    /// Counts a connection from `ip`; `None` when `max_connections_per_source` is reached. The
+    /// returned guard gives the slot back on drop.
+    fn take_source_slot(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<impl Drop + use<>> {
+        let limit = self.config.sshd.max_connections_per_source;
+        let map = Arc::clone(&self.per_source);
+        if limit > 0 {
+            let mut m = map.lock().ok()?;
+            let n = m.entry(ip).or_insert(0);
+            if *n >= limit {
+                return None;
+            }
+            *n += 1;
+        }
+        Some(scopeguard(move || {
+            if limit == 0 {
+                return;
+            }
+            if let Ok(mut m) = map.lock()
+                && let Some(n) = m.get_mut(&ip)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&ip);
+                }
+            }
+        }))
     }
 }
 
@@ -365,7 +409,7 @@ async fn run_connection(
 }
 
 /// Runs `f` on drop.
-fn scopeguard(f: impl FnOnce()) -> impl Drop {
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop + use<F> {
     struct Guard<F: FnOnce()>(Option<F>);
     impl<F: FnOnce()> Drop for Guard<F> {
         fn drop(&mut self) {
