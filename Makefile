@@ -7,9 +7,9 @@ SHELL := bash
 .DEFAULT_GOAL := compile
 
 CARGO ?= cargo
-BINARIES := gitlab-shell gitlab-shell-authorized-keys-check gitlab-shell-authorized-principals-check gitlab-shell-check gitlab-shell-authorized-keys
+BINARIES := gitlab-shell gitlab-shell-authorized-keys-check gitlab-shell-authorized-principals-check gitlab-shell-check gitlab-shell-authorized-keys gitlab-sshd
 # the packages the shipped binaries come from
-PRODUCT_PACKAGES := -p gitlab-shell -p gitlab-shell-authorized-keys
+PRODUCT_PACKAGES := -p gitlab-shell -p gitlab-shell-authorized-keys -p gitlab-sshd
 # tests take the product binaries from bin/ (what `make compile` ships), not target/release
 TEST_ENV := GITLAB_SHELL_TEST_BINARIES=bin
 # install: $(DESTDIR)$(PREFIX)/bin/<binary>, mode 755 (as GitLab Shell's `make install`), plus

@@ -203,6 +203,28 @@ git config --global advice.detachedHead false
 step "The project's bare repository"
 show git init --bare "$ROOT/storage/demo/hello.git"
 
+if [[ ${DEMO_SSHD:-openssh} == gitlab-sshd ]]; then
+step "gitlab-sshd on 127.0.0.1 (GitLab Shell's own SSH server; docs/gitlab-sshd.md)"
+[[ -x bin/gitlab-sshd ]] || die "bin/gitlab-sshd missing: run make compile"
+install -m 755 bin/gitlab-sshd "$ROOT/bin/gitlab-sshd"
+ssh-keygen -q -t ed25519 -N '' -C demo-host -f "$ROOT/sshd/ssh_host_ed25519_key"
+printf 'sshd:\n  listen: "127.0.0.1:0"\n  web_listen: ""\n  host_key_files: ["%s"]\n' \
+  "$ROOT/sshd/ssh_host_ed25519_key" >> "$ROOT/config.yml"
+show cat "$ROOT/config.yml"
+"$ROOT/bin/gitlab-sshd" -config-dir "$ROOT" 2> "$ROOT/sshd/sshd.log" &
+pid=$!
+PIDS+=("$pid")
+PORT=
+for ((i = 0; i < 200; i++)); do
+  PORT=$(grep -o '"tcp_address":"127.0.0.1:[0-9]*"' "$ROOT/gitlab-shell.log" 2>/dev/null |
+    head -n1 | sed -e 's/.*://' -e 's/"//g' || true)
+  [[ -n $PORT ]] && break
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.05
+done
+[[ -n $PORT ]] || die "gitlab-sshd did not start: $(cat "$ROOT/gitlab-shell.log" "$ROOT/sshd/sshd.log" 2>/dev/null)"
+echo "    listening on 127.0.0.1:$PORT"
+else
 step "Private sshd on 127.0.0.1 (config rendered from support/sshd_config.tmpl)"
 [[ $(id -u) == 0 ]] && install -d -m 755 /run/sshd
 PERMIT_ROOT=no
@@ -231,6 +253,7 @@ done
 [[ -n $PORT ]] || die "sshd did not start: $(cat "$ROOT/sshd/sshd.log")"
 echo "    listening on 127.0.0.1:$PORT"
 show grep -E '^ *(AuthorizedKeys|AcceptEnv|PermitRootLogin|Match|PasswordAuth)' "$ROOT/sshd/sshd_config"
+fi
 
 export GIT_SSH_COMMAND="ssh -F /dev/null -i $ROOT/keys/demo_ed25519 -p $PORT -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR"
 URL="$USER_NAME@127.0.0.1:demo/hello.git"

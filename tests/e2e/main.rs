@@ -12,6 +12,7 @@ mod faults;
 mod geo;
 mod geo_primary;
 mod git_over_ssh;
+mod gitlab_sshd;
 mod hostile_corpus;
 mod hostile_inputs;
 mod lfs_transfer;

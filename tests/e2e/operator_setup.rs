@@ -18,12 +18,13 @@ use test_support::users::LocalUser;
 use test_support::{ClientKey, Cmd, Run};
 
 /// The binaries `make install` installs (the Makefile's `BINARIES`).
-const INSTALLED: [&str; 5] = [
+const INSTALLED: [&str; 6] = [
     "gitlab-shell",
     "gitlab-shell-authorized-keys-check",
     "gitlab-shell-authorized-principals-check",
     "gitlab-shell-check",
     "gitlab-shell-authorized-keys",
+    "gitlab-sshd",
 ];
 
 /// The man pages `make install` installs (support/man).

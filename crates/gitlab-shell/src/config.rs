@@ -49,6 +49,115 @@ pub struct Config {
     /// `topology_service` (Cells routing; parsed and validated, routing stays off: see
     /// [`TopologyService`]).
     pub topology_service: TopologyService,
+    /// `sshd:` (gitlab-sshd only; docs/gitlab-sshd.md).
+    pub sshd: SshdConfig,
+}
+
+/// The `sshd:` section (gitlab-sshd only): every key with gitlab-sshd's default
+/// (docs/gitlab-sshd.md, "Configuration"). Durations are integer seconds or Go duration strings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct SshdConfig {
+    /// `listen`: the SSH listen address.
+    #[serde(deserialize_with = "nullable")]
+    pub listen: String,
+    /// `proxy_protocol`: read a PROXY v1/v2 header before SSH.
+    #[serde(deserialize_with = "nullable")]
+    pub proxy_protocol: bool,
+    /// `proxy_policy`: `use` (default; anything unknown), `require`, `reject`, `ignore`.
+    #[serde(deserialize_with = "nullable")]
+    pub proxy_policy: String,
+    /// `proxy_allowed`: IPs/CIDRs allowed to send a header (others: reject).
+    #[serde(deserialize_with = "nullable")]
+    pub proxy_allowed: Vec<String>,
+    /// `proxy_header_timeout` (default 500ms).
+    #[serde(deserialize_with = "duration")]
+    pub proxy_header_timeout: Duration,
+    /// `web_listen`: monitoring HTTP address; empty: none.
+    #[serde(deserialize_with = "nullable")]
+    pub web_listen: String,
+    /// `readiness_probe` path.
+    #[serde(deserialize_with = "nullable")]
+    pub readiness_probe: String,
+    /// `liveness_probe` path.
+    #[serde(deserialize_with = "nullable")]
+    pub liveness_probe: String,
+    /// `concurrent_sessions_limit`: session channels per connection.
+    #[serde(deserialize_with = "nullable")]
+    pub concurrent_sessions_limit: i64,
+    /// `client_alive_interval` (0: no keepalives).
+    #[serde(deserialize_with = "duration")]
+    pub client_alive_interval: Duration,
+    /// `grace_period` for shutdown.
+    #[serde(deserialize_with = "duration")]
+    pub grace_period: Duration,
+    /// `login_grace_time`: handshake + auth deadline (0: none).
+    #[serde(deserialize_with = "duration")]
+    pub login_grace_time: Duration,
+    /// `host_key_files`.
+    #[serde(deserialize_with = "nullable")]
+    pub host_key_files: Vec<String>,
+    /// `host_cert_files`.
+    #[serde(deserialize_with = "nullable")]
+    pub host_cert_files: Vec<String>,
+    /// `trusted_user_ca_keys`.
+    #[serde(deserialize_with = "nullable")]
+    pub trusted_user_ca_keys: Vec<String>,
+    /// `macs` (empty: the default set).
+    #[serde(deserialize_with = "nullable")]
+    pub macs: Vec<String>,
+    /// `kex_algorithms` (empty: the default set).
+    #[serde(deserialize_with = "nullable")]
+    pub kex_algorithms: Vec<String>,
+    /// `ciphers` (empty: the default set).
+    #[serde(deserialize_with = "nullable")]
+    pub ciphers: Vec<String>,
+    /// `public_key_algorithms` (empty: the default set).
+    #[serde(deserialize_with = "nullable")]
+    pub public_key_algorithms: Vec<String>,
+    /// `max_unauthenticated_connections` (ours, beyond upstream: OpenSSH's `MaxStartups` idea):
+    /// connections not yet authenticated, in flight at once; more are closed at once. 0: no limit.
+    #[serde(deserialize_with = "nullable")]
+    pub max_unauthenticated_connections: u64,
+    /// `max_connections_per_source` (ours, beyond upstream): connections in flight from one
+    /// client address (the PROXY header's when there is one); more are closed at once. 0: no
+    /// limit.
+    #[serde(deserialize_with = "nullable")]
+    pub max_connections_per_source: u64,
+}
+
+impl Default for SshdConfig {
+    fn default() -> Self {
+        SshdConfig {
+            listen: "[::]:22".into(),
+            proxy_protocol: false,
+            proxy_policy: "use".into(),
+            proxy_allowed: Vec::new(),
+            proxy_header_timeout: Duration::from_millis(500),
+            web_listen: "localhost:9122".into(),
+            readiness_probe: "/start".into(),
+            liveness_probe: "/health".into(),
+            concurrent_sessions_limit: 10,
+            client_alive_interval: Duration::from_secs(15),
+            grace_period: Duration::from_secs(10),
+            login_grace_time: Duration::from_secs(60),
+            host_key_files: [
+                "/run/secrets/ssh-hostkeys/ssh_host_rsa_key",
+                "/run/secrets/ssh-hostkeys/ssh_host_ecdsa_key",
+                "/run/secrets/ssh-hostkeys/ssh_host_ed25519_key",
+            ]
+            .map(String::from)
+            .to_vec(),
+            host_cert_files: Vec::new(),
+            trusted_user_ca_keys: Vec::new(),
+            macs: Vec::new(),
+            kex_algorithms: Vec::new(),
+            ciphers: Vec::new(),
+            public_key_algorithms: Vec::new(),
+            max_unauthenticated_connections: 256,
+            max_connections_per_source: 0,
+        }
+    }
 }
 
 /// A duration given as integer seconds or a Go duration string (`500ms`, `1m30s`).
@@ -167,6 +276,7 @@ struct Raw {
     lfs: Lfs,
     pat: Pat,
     topology_service: TopologyService,
+    sshd: SshdConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -211,6 +321,7 @@ impl Default for Raw {
             lfs: Lfs::default(),
             pat: Pat::default(),
             topology_service: TopologyService::default(),
+            sshd: SshdConfig::default(),
         }
     }
 }
@@ -387,6 +498,7 @@ impl Config {
             pat_enabled: raw.pat.enabled,
             pat_allowed_scopes: raw.pat.allowed_scopes,
             topology_service: raw.topology_service,
+            sshd: raw.sshd,
         })
     }
 }
@@ -416,6 +528,61 @@ mod tests {
         assert!(c.pat_enabled);
         assert!(!c.lfs_pure_ssh_protocol);
         assert!(c.pat_allowed_scopes.is_empty());
+    }
+
+    #[test]
+    fn sshd_defaults_and_keys() {
+        let dir = root_with_secret(b"s");
+        let c = Config::from_yaml(dir.path(), b"").unwrap();
+        assert_eq!(c.sshd, SshdConfig::default());
+        assert_eq!(c.sshd.listen, "[::]:22");
+        assert_eq!(c.sshd.web_listen, "localhost:9122");
+        assert_eq!(c.sshd.proxy_header_timeout, Duration::from_millis(500));
+        assert_eq!(c.sshd.concurrent_sessions_limit, 10);
+        assert_eq!(c.sshd.login_grace_time, Duration::from_secs(60));
+        assert_eq!(c.sshd.host_key_files.len(), 3);
+        let yaml = br#"
+sshd:
+  listen: "127.0.0.1:0"
+  proxy_protocol: true
+  proxy_policy: require
+  proxy_allowed: ["10.0.0.0/8"]
+  proxy_header_timeout: 2s
+  web_listen: ""
+  concurrent_sessions_limit: 3
+  client_alive_interval: 1m30s
+  grace_period: 5
+  login_grace_time: 0
+  host_key_files: [/k]
+  ciphers: [aes128-ctr]
+"#;
+        let c = Config::from_yaml(dir.path(), yaml).unwrap();
+        assert_eq!(c.sshd.listen, "127.0.0.1:0");
+        assert!(c.sshd.proxy_protocol);
+        assert_eq!(c.sshd.proxy_policy, "require");
+        assert_eq!(c.sshd.proxy_allowed, vec!["10.0.0.0/8".to_string()]);
+        assert_eq!(c.sshd.proxy_header_timeout, Duration::from_secs(2));
+        assert_eq!(c.sshd.web_listen, "");
+        assert_eq!(c.sshd.readiness_probe, "/start");
+        assert_eq!(c.sshd.concurrent_sessions_limit, 3);
+        assert_eq!(c.sshd.client_alive_interval, Duration::from_secs(90));
+        assert_eq!(c.sshd.grace_period, Duration::from_secs(5));
+        assert_eq!(c.sshd.login_grace_time, Duration::ZERO);
+        assert_eq!(c.sshd.host_key_files, vec!["/k".to_string()]);
+        assert_eq!(c.sshd.ciphers, vec!["aes128-ctr".to_string()]);
+        assert!(Config::from_yaml(dir.path(), b"sshd:\n  grace_period: soon\n").is_err());
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("1h2m3s"), Ok(Duration::from_secs(3723)));
+        assert_eq!(parse_go_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_go_duration("250us"), Ok(Duration::from_micros(250)));
+        assert!(parse_go_duration("10").is_err());
+        assert!(parse_go_duration("").is_err());
+        assert!(parse_go_duration("3x").is_err());
     }
 
     #[test]

@@ -64,3 +64,34 @@ pub fn report_status(err: &Error, io: &mut Io) -> u8 {
     }
     1
 }
+
+/// How gitlab-sshd shows a command's failure (docs/gitlab-sshd.md, "Exit statuses"): the
+/// framed warning block holding `ERROR: <message>` and a newline, nothing for gRPC `Internal`;
+/// exit status 1.
+pub fn report_status_sshd(err: &Error, io: &mut Io) -> u8 {
+    if !err.is_silent() {
+        let _ = console::display_warning(&mut io.stderr, &format!("ERROR: {err}\n"));
+    }
+    1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sshd_display_prefixes_error_and_ends_in_a_newline() {
+        let (mut io, _, err) = Io::memory(b"");
+        assert_eq!(
+            report_status_sshd(&Error::Message("No way".into()), &mut io),
+            1
+        );
+        let ruler = "=".repeat(72);
+        assert_eq!(
+            err.text(),
+            format!(
+                "remote: \nremote: {ruler}\nremote: \nremote: ERROR: No way\n\nremote: \nremote: {ruler}\nremote: \n"
+            )
+        );
+    }
+}

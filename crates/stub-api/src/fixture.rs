@@ -145,9 +145,14 @@ impl Fixture {
         self.keys.iter().find(|k| k.id == id)
     }
 
-    /// The key whose base64 blob (second word of the key line) equals `blob`.
+    /// The key whose base64 blob (second word of the key line) equals `blob`. Trailing `=`
+    /// padding is ignored on both sides: sshd's `%k` has it, gitlab-sshd sends the blob without
+    /// it, and GitLab decodes either.
     pub fn key_by_blob(&self, blob: &str) -> Option<&Key> {
-        self.keys.iter().find(|k| k.blob() == Some(blob))
+        let blob = blob.trim_end_matches('=');
+        self.keys
+            .iter()
+            .find(|k| k.blob().map(|b| b.trim_end_matches('=')) == Some(blob))
     }
 
     /// The owner of a key, if the key names one that exists.

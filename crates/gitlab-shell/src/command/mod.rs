@@ -149,6 +149,13 @@ pub fn run(cmd: &Command, ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
 /// Runs a whole SSH session (behaviour §1.2): split the command, choose it, run it, and map any
 /// error to what the user sees. Returns the exit status (0 or 1).
 pub fn execute(session: &Session<'_>, io: &mut Io) -> u8 {
+    execute_with(session, io, error::report_status)
+}
+
+/// [`execute`] with the display of a failed command chosen by the front door: gitlab-sshd
+/// frames it as `ERROR: <message>` (`error::report_status_sshd`). Refusals before a command
+/// runs are shown as [`execute`] shows them.
+pub fn execute_with(session: &Session<'_>, io: &mut Io, report: fn(&Error, &mut Io) -> u8) -> u8 {
     let words = match args::shell::split_command(&session.env) {
         Ok(words) => words,
         Err(e) => return error::report_status(&e.into(), io),
@@ -175,7 +182,7 @@ pub fn execute(session: &Session<'_>, io: &mut Io) -> u8 {
         }
         Err(e) => {
             tracing::warn!(command = cmd.name(), error = %e, "gitlab-shell: main: command execution failed");
-            error::report_status(&e, io)
+            report(&e, io)
         }
     }
 }

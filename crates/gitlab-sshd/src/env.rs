@@ -1,0 +1,73 @@
+//! The environment overrides gitlab-sshd applies after reading `config.yml`
+//! (docs/gitlab-sshd.md, "Configuration"): `GITLAB_URL`, `GITLAB_SHELL_SECRET`,
+//! `GITLAB_LOG_FORMAT`, `GITLAB_LOG_LEVEL`. The only reader of the environment in this crate.
+
+use gitlab_shell::config::Config;
+
+/// The overrides present in the environment (empty values are ignored, as upstream).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Overrides {
+    /// `GITLAB_URL`.
+    pub gitlab_url: Option<String>,
+    /// `GITLAB_SHELL_SECRET`.
+    pub secret: Option<String>,
+    /// `GITLAB_LOG_FORMAT`.
+    pub log_format: Option<String>,
+    /// `GITLAB_LOG_LEVEL`.
+    pub log_level: Option<String>,
+}
+
+impl Overrides {
+    /// Reads the four variables.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "gitlab-sshd's documented env overrides, read in this one place"
+    )]
+    pub fn from_env() -> Self {
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Overrides {
+            gitlab_url: get("GITLAB_URL"),
+            secret: get("GITLAB_SHELL_SECRET"),
+            log_format: get("GITLAB_LOG_FORMAT"),
+            log_level: get("GITLAB_LOG_LEVEL"),
+        }
+    }
+
+    /// Applies the overrides to `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(u) = &self.gitlab_url {
+            config.gitlab_url = u.clone();
+        }
+        if let Some(s) = &self.secret {
+            config.secret = s.clone().into_bytes();
+        }
+        if let Some(f) = &self.log_format {
+            config.log_format = f.clone();
+        }
+        if let Some(l) = &self.log_level {
+            config.log_level = l.clone();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_replace_file_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::from_yaml(dir.path(), b"secret: a\ngitlab_url: http://x\n").unwrap();
+        Overrides {
+            gitlab_url: Some("http://y".into()),
+            secret: Some("b".into()),
+            log_format: Some("text".into()),
+            log_level: None,
+        }
+        .apply(&mut c);
+        assert_eq!(c.gitlab_url, "http://y");
+        assert_eq!(c.secret, b"b");
+        assert_eq!(c.log_format, "text");
+        assert_eq!(c.log_level, "info");
+    }
+}

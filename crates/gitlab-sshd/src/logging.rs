@@ -1,0 +1,217 @@
+//! gitlab-sshd's log lines (docs/gitlab-sshd.md, "Logs"): one JSON object per line (or
+//! logrus-style `key=value` text with `log_format: text`), to `log_file`, or to stderr when
+//! `log_file` is empty. Unlike the classic binaries, one process serves many connections, so the
+//! per-connection fields (`correlation_id`, `remote_addr`) come from the `tracing` span the
+//! connection runs in: every event inside the span — including those the shared command code in
+//! `gitlab_shell` emits — carries them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::sync::Mutex;
+
+use serde_json::Value;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::registry::LookupSpan;
+
+/// Where lines go.
+pub enum Sink {
+    /// The process's stderr (`log_file: ""`).
+    Stderr,
+    /// An append-mode file.
+    File(std::fs::File),
+    /// A shared buffer (tests).
+    Memory(gitlab_shell::io::SharedBuf),
+}
+
+/// The layer that renders events with their spans' fields.
+pub struct JsonLayer {
+    sink: Mutex<Sink>,
+    text: bool,
+    max: Level,
+}
+
+#[derive(Default)]
+struct Fields(BTreeMap<String, Value>);
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().to_owned(), Value::from(format!("{value:?}")));
+    }
+}
+
+fn level_name(level: &Level) -> &'static str {
+    match *level {
+        Level::TRACE => "trace",
+        Level::DEBUG => "debug",
+        Level::INFO => "info",
+        Level::WARN => "warning",
+        Level::ERROR => "error",
+    }
+}
+
+fn now_utc() -> String {
+    let f = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::now_utc()
+        .format(&f)
+        .unwrap_or_default()
+}
+
+/// Renders one line (no newline). `env` given as JSON object text is spliced in as an object.
+pub fn render(text: bool, level: &Level, mut fields: BTreeMap<String, Value>) -> String {
+    let msg = fields.remove("message").unwrap_or(Value::from(""));
+    if let Some(Value::String(raw)) = fields.get("env")
+        && raw.starts_with('{')
+        && let Ok(v) = serde_json::from_str::<Value>(raw)
+    {
+        fields.insert("env".into(), v);
+    }
+    let time = now_utc();
+    if text {
+        let mut line = String::new();
+        let _ = write!(line, "time={time} level={} msg={}", level_name(level), msg);
+        for (k, v) in &fields {
+            let _ = write!(line, " {k}={v}");
+        }
+        line
+    } else {
+        fields.insert("level".into(), Value::from(level_name(level)));
+        fields.insert("msg".into(), msg);
+        fields.insert("time".into(), Value::from(time));
+        serde_json::to_string(&fields).unwrap_or_default()
+    }
+}
+
+impl<S> Layer<S> for JsonLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, _ctx: Context<'_, S>) -> bool {
+        !metadata.is_event() || *metadata.level() <= self.max
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(fields);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id)
+            && let Some(fields) = span.extensions_mut().get_mut::<Fields>()
+        {
+            values.record(fields);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if *event.metadata().level() > self.max {
+            return;
+        }
+        let mut all = BTreeMap::new();
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope.from_root() {
+                if let Some(f) = span.extensions().get::<Fields>() {
+                    all.extend(f.0.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+            }
+        }
+        let mut own = Fields::default();
+        event.record(&mut own);
+        all.extend(own.0);
+        let mut line = render(self.text, event.metadata().level(), all);
+        line.push('\n');
+        if let Ok(mut sink) = self.sink.lock() {
+            let _ = match &mut *sink {
+                Sink::Stderr => std::io::stderr().write_all(line.as_bytes()),
+                Sink::File(f) => f.write_all(line.as_bytes()),
+                Sink::Memory(m) => m.write_all(line.as_bytes()),
+            };
+        }
+    }
+}
+
+/// The layer for `log_format`/`log_level` writing to `sink`.
+pub fn layer(sink: Sink, format: &str, level: &str) -> JsonLayer {
+    JsonLayer {
+        sink: Mutex::new(sink),
+        text: gitlab_shell::logging::Format::from_config(format)
+            == gitlab_shell::logging::Format::Text,
+        max: gitlab_shell::logging::parse_level(level),
+    }
+}
+
+/// Installs the process-wide logger. A `log_file` that cannot be opened falls back to stderr
+/// (an SSH server has no user terminal on its stderr).
+pub fn install(log_file: &std::path::Path, format: &str, level: &str) {
+    let sink = if log_file.as_os_str().is_empty() {
+        Sink::Stderr
+    } else {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_file)
+        {
+            Ok(f) => Sink::File(f),
+            Err(_) => Sink::Stderr,
+        }
+    };
+    let _ = tracing_subscriber::registry()
+        .with(layer(sink, format, level))
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_fields_reach_every_line_inside_the_span() {
+        let buf = gitlab_shell::io::SharedBuf::default();
+        let subscriber =
+            tracing_subscriber::registry().with(layer(Sink::Memory(buf.clone()), "json", "info"));
+        tracing::subscriber::with_default(subscriber, || {
+            let span =
+                tracing::info_span!("conn", correlation_id = "CID", remote_addr = "1.2.3.4:5");
+            span.in_scope(|| tracing::info!(tcp_address = "127.0.0.1:22", "inside"));
+            tracing::info!("outside");
+            tracing::debug!("hidden");
+        });
+        let text = buf.text();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["msg"], "inside");
+        assert_eq!(lines[0]["correlation_id"], "CID");
+        assert_eq!(lines[0]["remote_addr"], "1.2.3.4:5");
+        assert_eq!(lines[0]["tcp_address"], "127.0.0.1:22");
+        assert_eq!(lines[0]["level"], "info");
+        assert!(lines[1].get("correlation_id").is_none());
+    }
+}

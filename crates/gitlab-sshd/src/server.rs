@@ -1,0 +1,762 @@
+//! The SSH server (docs/gitlab-sshd.md): listener, per-connection task (PROXY header, login
+//! grace, limits), russh handler (auth, channels, requests) and graceful shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use gitlab_shell::config::{Config, SshdConfig};
+use russh::keys::{Algorithm, PrivateKey, PublicKey};
+use russh::server::{Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::metrics::METRICS;
+use crate::proxy;
+use crate::session::{self, SessionCtx};
+
+/// Readiness states (`/start`).
+pub const STARTING: u8 = 0;
+/// Accepting connections.
+pub const READY: u8 = 1;
+/// Shutting down.
+pub const SHUTTING_DOWN: u8 = 2;
+
+/// How long an auth callback may wait for the internal API (upstream's 10 s).
+const AUTH_API_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server could not start; the text is logged with upstream's line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No host key could be loaded.
+    #[error("no host keys could be loaded, aborting")]
+    NoHostKeys,
+    /// A configuration value is wrong.
+    #[error("{0}")]
+    Config(String),
+    /// The listen address could not be bound.
+    #[error("failed to listen for connection: {0}")]
+    Listen(String),
+}
+
+/// State shared by every connection.
+pub struct Shared {
+    /// The loaded configuration.
+    pub config: Arc<Config>,
+    russh: Arc<russh::server::Config>,
+    proxy: Option<proxy::Settings>,
+    trusted_cas: crate::certs::TrustedCas,
+    /// Readiness ([`STARTING`], [`READY`], [`SHUTTING_DOWN`]).
+    pub status: AtomicU8,
+    unauthenticated: Option<Arc<Semaphore>>,
+    /// Connections in flight per client address (`max_connections_per_source`).
+    per_source: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, u64>>>,
+    /// Cancelled at the end of the grace period: every connection is cut.
+    pub cut: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Loads the host keys of `host_key_files`, logging and skipping the unusable ones.
+pub fn load_host_keys(files: &[String]) -> Vec<PrivateKey> {
+    let mut keys = Vec::new();
+    for f in files {
+        match russh::keys::load_secret_key(f, None) {
+            Ok(k) => keys.push(k),
+            Err(e) => {
+                tracing::warn!(host_key_file = %f, error = %e, "Failed to load host key");
+            }
+        }
+    }
+    keys
+}
+
+fn pick<T: Clone>(
+    wanted: &[String],
+    all: &[T],
+    name: impl Fn(&T) -> String,
+    what: &str,
+) -> Result<Vec<T>, StartError> {
+    wanted
+        .iter()
+        .map(|w| {
+            all.iter()
+                .find(|a| name(a) == *w)
+                .cloned()
+                .ok_or_else(|| StartError::Config(format!("unsupported {what} {w:?}")))
+        })
+        .collect()
+}
+
+/// The russh configuration for `sshd` and `keys` (docs/gitlab-sshd.md, "SSH settings").
+pub fn russh_config(
+    sshd: &SshdConfig,
+    keys: Vec<PrivateKey>,
+) -> Result<russh::server::Config, StartError> {
+    let mut preferred = russh::Preferred::default();
+    if !sshd.kex_algorithms.is_empty() {
+        let all: Vec<russh::kex::Name> =
+            russh::kex::ALL_KEX_ALGORITHMS.iter().map(|n| **n).collect();
+        preferred.kex = pick(&sshd.kex_algorithms, &all, |n| n.as_ref().to_owned(), "kex")?.into();
+    }
+    if !sshd.ciphers.is_empty() {
+        let all: Vec<russh::cipher::Name> =
+            russh::cipher::ALL_CIPHERS.iter().map(|n| **n).collect();
+        preferred.cipher = pick(&sshd.ciphers, &all, |n| n.as_ref().to_owned(), "cipher")?.into();
+    }
+    if !sshd.macs.is_empty() {
+        let all: Vec<russh::mac::Name> =
+            russh::mac::ALL_MAC_ALGORITHMS.iter().map(|n| **n).collect();
+        preferred.mac = pick(&sshd.macs, &all, |n| n.as_ref().to_owned(), "mac")?.into();
+    }
+    if !sshd.public_key_algorithms.is_empty() {
+        let algos = sshd
+            .public_key_algorithms
+            .iter()
+            .map(|a| {
+                Algorithm::new(a).map_err(|_| {
+                    StartError::Config(format!("unsupported public key algorithm {a:?}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        preferred.key = algos.into();
+    }
+    let keepalive = (!sshd.client_alive_interval.is_zero()).then_some(sshd.client_alive_interval);
+    Ok(russh::server::Config {
+        server_id: russh::SshId::Standard("SSH-2.0-GitLab-SSHD".into()),
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        // Rejections are fast: a user whose agent offers several keys pays this per key.
+        auth_rejection_time: Duration::from_millis(10),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys,
+        preferred,
+        // No idle cut of a silent but alive session (a long pack-objects phase): keepalives
+        // detect dead peers instead.
+        inactivity_timeout: None,
+        keepalive_interval: keepalive,
+        keepalive_max: 3,
+        nodelay: true,
+        max_auth_attempts: 6,
+        ..Default::default()
+    })
+}
+
+impl Shared {
+    /// Builds the shared state; fails when no host key is usable or a setting is invalid.
+    pub fn new(config: Config) -> Result<Arc<Shared>, StartError> {
+        let sshd = &config.sshd;
+        let keys = load_host_keys(&sshd.host_key_files);
+        if keys.is_empty() {
+            return Err(StartError::NoHostKeys);
+        }
+        let russh = russh_config(sshd, keys)?;
+        let trusted_cas = crate::certs::TrustedCas::load(&sshd.trusted_user_ca_keys)
+            .map_err(StartError::Config)?;
+        let proxy = if sshd.proxy_protocol {
+            let allowed = sshd
+                .proxy_allowed
+                .iter()
+                .map(|s| proxy::Cidr::parse(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(StartError::Config)?;
+            Some(proxy::Settings {
+                policy: proxy::Policy::parse(&sshd.proxy_policy),
+                allowed,
+                timeout: sshd.proxy_header_timeout,
+            })
+        } else {
+            None
+        };
+        let unauthenticated = match sshd.max_unauthenticated_connections {
+            0 => None,
+            n => Some(Arc::new(Semaphore::new(
+                usize::try_from(n)
+                    .unwrap_or(usize::MAX)
+                    .min(Semaphore::MAX_PERMITS),
+            ))),
+        };
+        Ok(Arc::new(Shared {
+            config: Arc::new(config),
+            russh: Arc::new(russh),
+            proxy,
+            trusted_cas,
+            status: AtomicU8::new(STARTING),
+            unauthenticated,
+            per_source: Arc::default(),
+            cut: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }))
+    }
+
+    /// Accepts connections until `stop` is cancelled, then shuts down gracefully: readiness
+    /// goes 503, the listener closes, connections in flight get `grace_period`, then the rest
+    /// are cut. Returns when no connection is left.
+    pub async fn serve(self: &Arc<Self>, listener: TcpListener, stop: CancellationToken) {
+        self.status.store(READY, Ordering::SeqCst);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok((stream, peer)) => {
+                        let shared = Arc::clone(self);
+                        self.tracker.spawn(async move { shared.handle_conn(stream, peer).await });
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "server: accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+        self.status.store(SHUTTING_DOWN, Ordering::SeqCst);
+        drop(listener);
+        self.tracker.close();
+        let grace = self.config.sshd.grace_period;
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("server: grace period over, closing the remaining connections");
+            self.cut.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
+        }
+    }
+
+    async fn handle_conn(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr) {
+        METRICS
+            .in_flight_connections
+            .fetch_add(1, Ordering::Relaxed);
+        let _in_flight = scopeguard(|| {
+            METRICS
+                .in_flight_connections
+                .fetch_sub(1, Ordering::Relaxed);
+        });
+        let permit = match &self.unauthenticated {
+            None => None,
+            Some(s) => match Arc::clone(s).try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    METRICS
+                        .unauthenticated_limited
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(remote_addr = %peer, "server: too many unauthenticated connections, closing");
+                    return;
+                }
+            },
+        };
+        METRICS
+            .unauthenticated_connections
+            .fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_nodelay(true);
+        let local = stream
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let deadline = match self.config.sshd.login_grace_time {
+            d if d.is_zero() => None,
+            d => Some(tokio::time::Instant::now() + d),
+        };
+        let (remote, leftover) = match &self.proxy {
+            None => (peer, Vec::new()),
+            Some(p) => {
+                match proxy::read_header(&mut stream, p.policy_for(peer.ip()), p.timeout).await {
+                    Ok(o) => (o.source.unwrap_or(peer), o.leftover),
+                    Err(e) => {
+                        METRICS.proxy_rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(remote_addr = %peer, error = %e, "server: PROXY protocol refused the connection");
+                        METRICS
+                            .unauthenticated_connections
+                            .fetch_sub(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+        };
+        let _source_slot = match self.take_source_slot(remote.ip()) {
+            Some(slot) => slot,
+            None => {
+                METRICS.per_source_limited.fetch_add(1, Ordering::Relaxed);
+                METRICS
+                    .unauthenticated_connections
+                    .fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!(remote_addr = %remote, "server: too many connections from this address, closing");
+                return;
+            }
+        };
+        let correlation_id = gitlab_shell::correlation::generate();
+        let span =
+            tracing::info_span!("conn", correlation_id = %correlation_id, remote_addr = %remote);
+        let conn_token = self.cut.child_token();
+        let (auth_tx, auth_rx) = oneshot::channel();
+        let handler = Conn {
+            shared: Arc::clone(&self),
+            remote,
+            local,
+            correlation_id,
+            span: span.clone(),
+            identity: None,
+            offered: HashMap::new(),
+            auth_tx: Some(auth_tx),
+            permit,
+            open_sessions: Arc::new(AtomicUsize::new(0)),
+            conn_token: conn_token.clone(),
+            counted: false,
+            errored: false,
+        };
+        let stream = proxy::Prefixed::new(leftover, stream);
+        let started = Instant::now();
+        async move {
+            tracing::info!("server: handleConn: start");
+            let result = run_connection(&self, stream, handler, auth_rx, deadline, &conn_token).await;
+            conn_token.cancel();
+            match result {
+                Ok(()) => tracing::info!(duration_s = started.elapsed().as_secs_f64(), "server: handleConn: done"),
+                Err(reason) => tracing::info!(duration_s = started.elapsed().as_secs_f64(), error_message = %reason, "server: handleConn: done"),
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+}
+
+impl Shared {
+    /// Counts a connection from `ip`; `None` when `max_connections_per_source` is reached. The
+    /// returned guard gives the slot back on drop.
+    fn take_source_slot(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<impl Drop + use<>> {
+        let limit = self.config.sshd.max_connections_per_source;
+        let map = Arc::clone(&self.per_source);
+        if limit > 0 {
+            let mut m = map.lock().ok()?;
+            let n = m.entry(ip).or_insert(0);
+            if *n >= limit {
+                return None;
+            }
+            *n += 1;
+        }
+        Some(scopeguard(move || {
+            if limit == 0 {
+                return;
+            }
+            if let Ok(mut m) = map.lock()
+                && let Some(n) = m.get_mut(&ip)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&ip);
+                }
+            }
+        }))
+    }
+}
+
+async fn run_connection(
+    shared: &Arc<Shared>,
+    stream: proxy::Prefixed<TcpStream>,
+    handler: Conn,
+    mut auth_rx: oneshot::Receiver<()>,
+    deadline: Option<tokio::time::Instant>,
+    conn_token: &CancellationToken,
+) -> Result<(), String> {
+    let grace = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(grace);
+    let start = russh::server::run_stream(Arc::clone(&shared.russh), stream, handler);
+    let running = tokio::select! {
+        r = start => r.map_err(|e| format!("failed to initialize SSH connection: {e}"))?,
+        () = &mut grace => return Err("login grace time exceeded".into()),
+        () = conn_token.cancelled() => return Err("server shutting down".into()),
+    };
+    let handle = running.handle();
+    tokio::pin!(running);
+    let mut authed = false;
+    loop {
+        tokio::select! {
+            r = &mut running => {
+                return r.map_err(|e| e.to_string());
+            }
+            r = &mut auth_rx, if !authed => {
+                authed = true;
+                if r.is_err() {
+                    continue;
+                }
+            }
+            () = &mut grace, if !authed => {
+                let _ = handle
+                    .disconnect(russh::Disconnect::ByApplication, "login grace time exceeded".into(), String::new())
+                    .await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), &mut running).await;
+                return Err("login grace time exceeded".into());
+            }
+            () = conn_token.cancelled() => {
+                let _ = handle
+                    .disconnect(russh::Disconnect::ByApplication, "server shutting down".into(), String::new())
+                    .await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), &mut running).await;
+                return Err("server shutting down".into());
+            }
+        }
+    }
+}
+
+/// Runs `f` on drop.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop + use<F> {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+/// One connection's russh handler.
+pub struct Conn {
+    shared: Arc<Shared>,
+    remote: SocketAddr,
+    local: SocketAddr,
+    correlation_id: String,
+    span: tracing::Span,
+    /// `key-<id>` of the key whose signature was verified, or `username-<KeyId>` of a verified
+    /// certificate.
+    identity: Option<String>,
+    /// Lookups of offered keys (wire-format blob → key id), so the verified key is looked up
+    /// once; identity is only ever taken for the verified key.
+    offered: HashMap<Vec<u8>, Option<i64>>,
+    auth_tx: Option<oneshot::Sender<()>>,
+    permit: Option<OwnedSemaphorePermit>,
+    open_sessions: Arc<AtomicUsize>,
+    conn_token: CancellationToken,
+    counted: bool,
+    errored: bool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if self.permit.take().is_some() {
+            METRICS
+                .unauthenticated_connections
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Conn {
+    fn count_attempt(&mut self) {
+        if !self.counted {
+            self.counted = true;
+            METRICS.connections_total.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn count_error(&mut self) {
+        if !self.errored {
+            self.errored = true;
+            METRICS
+                .connection_errors_total
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn user_ok(&self, user: &str) -> bool {
+        user == self.shared.config.user
+    }
+
+    /// `GET /authorized_keys?key=<base64 of the wire-format key>` through the shared client.
+    async fn lookup(&mut self, key: &PublicKey) -> Option<i64> {
+        let blob = key.to_bytes().ok()?;
+        if let Some(found) = self.offered.get(&blob) {
+            return *found;
+        }
+        let b64 = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&blob);
+        let config = Arc::clone(&self.shared.config);
+        let cid = self.correlation_id.clone();
+        let span = self.span.clone();
+        let call = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                gitlab_shell::api::Client::new(&config, &cid)
+                    .and_then(|c| gitlab_shell::api::authorized_keys::get_by_key(&c, &b64))
+            })
+        });
+        let found = match tokio::time::timeout(AUTH_API_TIMEOUT, call).await {
+            Ok(Ok(Ok(r))) => Some(r.id),
+            Ok(Ok(Err(e))) => {
+                // An unknown key is the client's problem; anything else is a server-side
+                // auth error (SLI).
+                let unknown_key = matches!(
+                    e,
+                    gitlab_shell::api::Error::Api { status: 404, .. }
+                        | gitlab_shell::api::Error::Status(404)
+                );
+                if !unknown_key {
+                    self.count_error();
+                }
+                tracing::info!(parent: &self.span, error = %e, "public key authentication: key lookup failed");
+                None
+            }
+            _ => {
+                self.count_error();
+                tracing::warn!(parent: &self.span, "public key authentication: key lookup timed out");
+                None
+            }
+        };
+        self.offered.insert(blob, found);
+        found
+    }
+
+    fn reject() -> Auth {
+        Auth::Reject {
+            proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
+            partial_success: false,
+        }
+    }
+}
+
+fn is_dsa(key: &PublicKey) -> bool {
+    matches!(key.algorithm(), Algorithm::Dsa)
+}
+
+impl russh::server::Handler for Conn {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        self.count_attempt();
+        Ok(Self::reject())
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        self.count_attempt();
+        if !self.user_ok(user) {
+            tracing::info!(parent: &self.span, ssh_user = user, "public key authentication: unknown user");
+            return Ok(Self::reject());
+        }
+        if is_dsa(offer.public_key) {
+            tracing::info!(parent: &self.span, "public key authentication: DSA is prohibited");
+            return Ok(Self::reject());
+        }
+        Ok(match self.lookup(offer.public_key).await {
+            Some(_) => Auth::Accept,
+            // russh offers a certificate's inner key here too: with trusted CAs, let the client
+            // sign, and decide in auth_publickey / auth_openssh_certificate.
+            None if !self.shared.trusted_cas.is_empty() => Auth::Accept,
+            None => Self::reject(),
+        })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        self.count_attempt();
+        if !self.user_ok(user) || is_dsa(key.public_key) {
+            return Ok(Self::reject());
+        }
+        // The identity comes from the key whose signature russh verified, never from an
+        // earlier offer.
+        match self.lookup(key.public_key).await {
+            Some(id) => {
+                tracing::info!(parent: &self.span, ssh_key_type = %key.public_key.algorithm(), "public key authentication");
+                self.identity = Some(format!("key-{id}"));
+                Ok(Auth::Accept)
+            }
+            None => Ok(Self::reject()),
+        }
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &russh::keys::Certificate,
+    ) -> Result<Auth, Self::Error> {
+        self.count_attempt();
+        if !self.user_ok(user) {
+            return Ok(Self::reject());
+        }
+        let ca = certificate
+            .signature_key()
+            .fingerprint(russh::keys::HashAlg::Sha256)
+            .to_string();
+        let key = certificate
+            .public_key()
+            .fingerprint(russh::keys::HashAlg::Sha256)
+            .to_string();
+        match crate::certs::check(
+            certificate,
+            user,
+            self.remote.ip(),
+            &self.shared.trusted_cas,
+        ) {
+            Ok(username) => {
+                tracing::info!(parent: &self.span, ssh_user = user, public_key_fingerprint = %key, signing_ca_fingerprint = %ca, certificate_identity = %username, "user certificate is signed by a locally trusted CA (instance-level)");
+                self.identity = Some(format!("username-{username}"));
+                Ok(Auth::Accept)
+            }
+            Err(e) => {
+                tracing::info!(parent: &self.span, ssh_user = user, public_key_fingerprint = %key, signing_ca_fingerprint = %ca, certificate_identity = certificate.key_id(), "{e}");
+                Ok(Self::reject())
+            }
+        }
+    }
+
+    async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+        if self.permit.take().is_some() {
+            METRICS
+                .unauthenticated_connections
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(tx) = self.auth_tx.take() {
+            let _ = tx.send(());
+        }
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        tracing::info!(parent: &self.span, channel_type = "session", "connection: handle: new channel requested");
+        let Some(identity) = self.identity.clone() else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let limit = usize::try_from(self.shared.config.sshd.concurrent_sessions_limit).unwrap_or(0);
+        if self.open_sessions.load(Ordering::Acquire) >= limit {
+            METRICS
+                .concurrent_limited_sessions
+                .fetch_add(1, Ordering::Relaxed);
+            reply
+                .reject(ChannelOpenFailure::Other {
+                    code: 4,
+                    reason: "too many concurrent sessions".into(),
+                })
+                .await;
+            return Ok(());
+        }
+        self.open_sessions.fetch_add(1, Ordering::AcqRel);
+        reply.accept().await;
+        let ctx = SessionCtx {
+            config: Arc::clone(&self.shared.config),
+            identity,
+            remote: self.remote,
+            local: self.local,
+            correlation_id: self.correlation_id.clone(),
+            conn_token: self.conn_token.clone(),
+            open_sessions: Arc::clone(&self.open_sessions),
+            span: self.span.clone(),
+        };
+        tokio::spawn(session::serve(channel, ctx));
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        _host: &str,
+        _port: u32,
+        _orig: &str,
+        _orig_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.reject(ChannelOpenFailure::UnknownChannelType).await;
+        Ok(())
+    }
+
+    async fn channel_open_x11(
+        &mut self,
+        _channel: Channel<Msg>,
+        _addr: &str,
+        _port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.reject(ChannelOpenFailure::UnknownChannelType).await;
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        _value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if name == "GIT_PROTOCOL" {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _w: u32,
+        _h: u32,
+        _pw: u32,
+        _ph: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single: bool,
+        _proto: &str,
+        _cookie: &str,
+        _screen: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+}

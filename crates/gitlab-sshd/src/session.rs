@@ -1,0 +1,269 @@
+//! One SSH `session` channel (docs/gitlab-sshd.md, "Sessions"): `env` (only `GIT_PROTOCOL`),
+//! then one `exec` or `shell`, run by the very same command code as the classic
+//! `gitlab-shell key-N` ([`gitlab_shell::command::execute`]) on a blocking thread, with the
+//! channel as its stdin/stdout/stderr; then EOF, `exit-status` and close.
+//!
+//! Flow control both ways: the command's stdin is a bounded queue fed from the channel (when it
+//! is full, russh stops reading the connection); its stdout/stderr writes wait for the client's
+//! SSH window. When the channel or the connection goes away, writes fail with `BrokenPipe`, so
+//! the command ends like a classic one whose sshd went away.
+
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use gitlab_shell::config::Config;
+use gitlab_shell::io::Io;
+use gitlab_shell::sshenv::SshEnv;
+use russh::ChannelMsg;
+use russh::server::Msg;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::METRICS;
+
+/// Chunks of client input queued for the command before russh stops reading the connection.
+const STDIN_QUEUE: usize = 4;
+
+/// What a session needs from its connection.
+#[derive(Clone)]
+pub struct SessionCtx {
+    /// The loaded configuration.
+    pub config: Arc<Config>,
+    /// `key-<id>` of the verified key.
+    pub identity: String,
+    /// Client address (from the PROXY header when there is one).
+    pub remote: SocketAddr,
+    /// Our address.
+    pub local: SocketAddr,
+    /// The connection's correlation id.
+    pub correlation_id: String,
+    /// Cancelled when the connection ends (or is cut at the end of the grace period).
+    pub conn_token: CancellationToken,
+    /// Open session channels of the connection (for `concurrent_sessions_limit`).
+    pub open_sessions: Arc<AtomicUsize>,
+    /// The connection's span.
+    pub span: tracing::Span,
+}
+
+/// The command's stdin: client data from the channel, EOF when the client sends EOF or closes.
+struct ChannelStdin {
+    rx: mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl Read for ChannelStdin {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.current = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// The command's stdout or stderr: writes wait for the SSH window, and fail once the channel
+/// is gone.
+struct ChannelOut {
+    rt: tokio::runtime::Handle,
+    inner: std::pin::Pin<Box<dyn AsyncWrite + Send>>,
+    gone: CancellationToken,
+}
+
+impl Write for ChannelOut {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let gone = self.gone.clone();
+        let inner = &mut self.inner;
+        self.rt.block_on(async move {
+            tokio::select! {
+                biased;
+                () = gone.cancelled() => Err(io::Error::new(io::ErrorKind::BrokenPipe, "channel closed")),
+                r = inner.write(buf) => r,
+            }
+        })
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The exit status and stderr text for a command line the shared parser refuses, with
+/// gitlab-sshd's wording and status 128 (docs/gitlab-sshd.md, "Exit statuses"); `None` when the
+/// command is runnable.
+pub fn refusal(env: &SshEnv, config: &Config) -> Option<String> {
+    use gitlab_shell::error::Error;
+    // Both texts end with a newline of their own inside the frame, as the Go gitlab-sshd
+    // prints them (checked side by side).
+    let words = match gitlab_shell::args::shell::split_command(env) {
+        Ok(words) => words,
+        Err(e @ gitlab_shell::args::shell::Error::InvalidSshCommand(_)) => {
+            return Some(format!("ERROR: Failed to parse command: {e}\n"));
+        }
+        Err(_) => return None,
+    };
+    match gitlab_shell::command::build(&words, config) {
+        Err(Error::UnknownCommand) => Some(format!(
+            "ERROR: Unknown command: {}\n",
+            env.original_command.to_string_lossy()
+        )),
+        _ => None,
+    }
+}
+
+/// Runs one command as `gitlab-shell key-N` would, on the calling (blocking) thread.
+pub fn run_command(ctx: &SessionCtx, command: OsString, git_protocol: &str, io: &mut Io) -> u8 {
+    let connection = format!(
+        "{} {} {} {}",
+        ctx.remote.ip(),
+        ctx.remote.port(),
+        ctx.local.ip(),
+        ctx.local.port()
+    );
+    let env = SshEnv::from_values(&connection, command, git_protocol);
+    let args = [OsString::from(&ctx.identity)];
+    if let Some(text) = refusal(&env, &ctx.config) {
+        let _ = gitlab_shell::console::display_warning(&mut io.stderr, &text);
+        return 128;
+    }
+    let session = gitlab_shell::command::Session {
+        config: &ctx.config,
+        identity: gitlab_shell::args::shell::parse_identity(&args),
+        env,
+        correlation_id: &ctx.correlation_id,
+    };
+    gitlab_shell::command::execute_with(&session, io, gitlab_shell::error::report_status_sshd)
+}
+
+/// Serves one accepted session channel until it closes.
+pub async fn serve(channel: russh::Channel<Msg>, ctx: SessionCtx) {
+    let opened = Instant::now();
+    METRICS.sessions_total.fetch_add(1, Ordering::Relaxed);
+    let (mut read, write) = channel.split();
+    let gone = ctx.conn_token.child_token();
+    let mut git_protocol = String::new();
+    let mut stdin_tx: Option<mpsc::Sender<Bytes>> = None;
+    let mut job: Option<tokio::task::JoinHandle<u8>> = None;
+    let mut status: Option<u8> = None;
+    loop {
+        tokio::select! {
+            msg = read.wait() => match msg {
+                Some(ChannelMsg::SetEnv { variable_name, variable_value, .. })
+                    if job.is_none() && variable_name == "GIT_PROTOCOL" =>
+                {
+                    git_protocol = variable_value;
+                }
+                Some(ChannelMsg::Exec { command, .. }) if job.is_none() => {
+                    let (tx, h) = start(&ctx, &write, &gone, bytes_to_os(command), &git_protocol, opened);
+                    stdin_tx = Some(tx);
+                    job = Some(h);
+                }
+                Some(ChannelMsg::RequestShell { .. }) if job.is_none() => {
+                    let (tx, h) = start(&ctx, &write, &gone, OsString::new(), &git_protocol, opened);
+                    stdin_tx = Some(tx);
+                    job = Some(h);
+                }
+                Some(ChannelMsg::Data { data }) => {
+                    if let Some(tx) = &stdin_tx
+                        && tx.send(data).await.is_err()
+                    {
+                        stdin_tx = None;
+                    }
+                }
+                Some(ChannelMsg::Eof) => stdin_tx = None,
+                Some(ChannelMsg::Close) | None => break,
+                Some(_) => {}
+            },
+            r = async {
+                match job.as_mut() {
+                    Some(j) => j.await,
+                    None => std::future::pending().await,
+                }
+            }, if job.is_some() => {
+                job = None;
+                stdin_tx = None;
+                status = Some(r.unwrap_or_else(|e| {
+                    // A panic in the command: a session error, as upstream counts it.
+                    tracing::warn!(parent: &ctx.span, error = %e, "panic handling session");
+                    METRICS.session_errors_total.fetch_add(1, Ordering::Relaxed);
+                    1
+                }));
+                break;
+            }
+        }
+    }
+    if let Some(code) = status {
+        tracing::info!(parent: &ctx.span, exit_status = code, "session: exit: exiting");
+        let _ = write.eof().await;
+        let _ = write.exit_status(u32::from(code)).await;
+        let _ = write.close().await;
+    } else {
+        // The client closed the channel (or the connection went away) first: make the
+        // command's writes fail so it ends, and wait for it.
+        gone.cancel();
+        drop(stdin_tx);
+        if let Some(j) = job {
+            let _ = j.await;
+        }
+    }
+    gone.cancel();
+    ctx.open_sessions.fetch_sub(1, Ordering::AcqRel);
+    METRICS.session_duration.observe(opened.elapsed());
+}
+
+fn bytes_to_os(b: Vec<u8>) -> OsString {
+    use std::os::unix::ffi::OsStringExt;
+    OsString::from_vec(b)
+}
+
+fn start(
+    ctx: &SessionCtx,
+    write: &russh::ChannelWriteHalf<Msg>,
+    gone: &CancellationToken,
+    command: OsString,
+    git_protocol: &str,
+    opened: Instant,
+) -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<u8>) {
+    let (tx, rx) = mpsc::channel(STDIN_QUEUE);
+    let rt = tokio::runtime::Handle::current();
+    let mut io = Io {
+        stdin: Box::new(ChannelStdin {
+            rx,
+            current: Bytes::new(),
+        }),
+        stdout: Box::new(ChannelOut {
+            rt: rt.clone(),
+            inner: Box::pin(write.make_writer()),
+            gone: gone.clone(),
+        }),
+        stderr: Box::new(ChannelOut {
+            rt,
+            inner: Box::pin(write.make_writer_ext(Some(1))),
+            gone: gone.clone(),
+        }),
+        // The channel closing cancels a running Gitaly call (docs/architecture.md,
+        // "Cancellation"), as a classic session ends when sshd closes its pipes.
+        cancel: gone.clone(),
+    };
+    METRICS
+        .session_established_duration
+        .observe(opened.elapsed());
+    let ctx = ctx.clone();
+    let git_protocol = git_protocol.to_owned();
+    let span = ctx.span.clone();
+    let h = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| run_command(&ctx, command, &git_protocol, &mut io))
+    });
+    (tx, h)
+}

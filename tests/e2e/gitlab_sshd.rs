@@ -1,0 +1,1176 @@
+//! gitlab-sshd end to end: the built `gitlab-sshd` on 127.0.0.1 with the real OpenSSH client and
+//! real `git`, the stub internal API and the dev Gitaly (docs/gitlab-sshd.md). The config is
+//! upstream's acceptance-test shape: `log_file: ""`, JSON lines on stderr, `listen:
+//! 127.0.0.1:0`, and the listen address scraped from the `tcp_address` log field.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] fns: a failed setup step must fail the test"
+)]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use test_support::paths::{built_binary, current_user};
+use test_support::{ClientKey, Cmd, Commit, Run, Sandbox};
+
+const FIXTURE: &str = r#"
+users:
+  - { id: 1, username: alice, name: Alice Liddell }
+projects:
+  - path: group/open
+    id: 1
+    members: { alice: admin }
+"#;
+
+fn seed() -> Vec<Commit> {
+    vec![
+        Commit::new("main", "Initial commit\n", "README.md", "# Hello\n"),
+        Commit::new(
+            "main",
+            "Second\n",
+            "src/lib.rs",
+            "pub fn answer() -> u32 { 42 }\n",
+        ),
+    ]
+}
+
+/// A running gitlab-sshd, killed (by its pid) on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    web: Option<SocketAddr>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The JSON log lines so far.
+    fn lines(&self) -> Vec<serde_json::Value> {
+        self.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    /// Waits for the process to exit; its status code.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.web.unwrap(), path)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_owned();
+    (status, body)
+}
+
+/// Starts `gitlab-sshd -config-dir <dir>`; returns the process and its stderr without waiting
+/// for it to listen.
+fn spawn(dir: &Path) -> (Child, Arc<Mutex<String>>) {
+    let mut child = Command::new(built_binary("gitlab-sshd"))
+        .arg("-config-dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let err = child.stderr.take().unwrap();
+    let sink = Arc::clone(&stderr);
+    thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    (child, stderr)
+}
+
+fn field(log: &str, msg: &str, name: &str) -> Option<String> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["msg"] == msg)
+        .and_then(|v| v[name].as_str().map(str::to_owned))
+}
+
+fn start(dir: &Path) -> Server {
+    let (child, stderr) = spawn(dir);
+    let started = Instant::now();
+    loop {
+        let log = stderr.lock().unwrap().clone();
+        if let Some(a) = field(&log, "Listening for SSH connections", "tcp_address") {
+            let web = field(&log, "monitoring: listening", "address").and_then(|a| a.parse().ok());
+            return Server {
+                child,
+                addr: a.parse().unwrap(),
+                web,
+                stderr,
+            };
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "gitlab-sshd did not start:\n{log}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Writes `<root>/config.yml` for gitlab-sshd with a fresh ed25519 host key (plus a missing
+/// one, which must be skipped) and `sshd_extra` lines inside `sshd:`.
+fn write_config(sandbox: &Sandbox, sshd_extra: &str) {
+    let root = sandbox.root();
+    let key = root.join("ssh_host_ed25519_key");
+    if !key.exists() {
+        Cmd::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .run()
+            .assert_success();
+    }
+    let yaml = format!(
+        "user: {user}\ngitlab_url: \"{url}\"\nlog_file: \"\"\nlog_format: json\nlog_level: info\n\
+         sshd:\n  listen: \"127.0.0.1:0\"\n  web_listen: \"127.0.0.1:0\"\n  host_key_files:\n    - {missing}\n    - {key}\n{sshd_extra}",
+        user = current_user(),
+        url = sandbox.api().tcp_url(),
+        missing = root.join("no_such_host_key").display(),
+        key = key.display(),
+    );
+    sandbox.write_config(&yaml);
+}
+
+struct World {
+    sandbox: Sandbox,
+    server: Server,
+    alice: ClientKey,
+}
+
+fn world(name: &str, sshd_extra: &str) -> World {
+    let mut builder = Sandbox::builder(name).fixture_yaml(FIXTURE);
+    let alice = builder.client_key("alice", 1, Some("alice"));
+    let sandbox = builder.seed("group/open", seed()).build();
+    write_config(&sandbox, sshd_extra);
+    let server = start(sandbox.root());
+    World {
+        sandbox,
+        server,
+        alice,
+    }
+}
+
+fn ssh_options(port: u16, key: &Path) -> Vec<String> {
+    [
+        "-F",
+        "/dev/null",
+        "-i",
+        &key.display().to_string(),
+        "-p",
+        &port.to_string(),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "LogLevel=ERROR",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+impl World {
+    fn ssh_as(&self, user: &str, key: &Path) -> Cmd {
+        Cmd::new("ssh")
+            .args(ssh_options(self.server.addr.port(), key))
+            .arg(format!("{user}@127.0.0.1"))
+            .timeout(Duration::from_secs(60))
+    }
+
+    fn ssh(&self) -> Cmd {
+        self.ssh_as(&current_user(), &self.alice.private_key)
+    }
+
+    fn git(&self, dir: &Path) -> Cmd {
+        let mut command = String::from("ssh");
+        for o in ssh_options(self.server.addr.port(), &self.alice.private_key) {
+            command.push(' ');
+            command.push_str(&o);
+        }
+        self.sandbox
+            .git()
+            .git()
+            .env("GIT_SSH_COMMAND", command)
+            .current_dir(dir)
+            .timeout(Duration::from_secs(120))
+    }
+
+    fn url(&self) -> String {
+        format!("{}@127.0.0.1:group/open.git", current_user())
+    }
+
+    #[track_caller]
+    fn ok(&self, run: &Run) {
+        assert_eq!(
+            run.code,
+            0,
+            "{run}\n--- gitlab-sshd ---\n{}",
+            self.server.log()
+        );
+    }
+
+    fn server_rev(&self, rev: &str) -> Option<String> {
+        self.sandbox
+            .git()
+            .rev_parse(&self.sandbox.repo_path("group/open"), rev)
+    }
+}
+
+#[test]
+fn welcome_clone_push_archive_and_refusals() {
+    let w = world("sshd-basic", "");
+    // A missing host key is logged and skipped.
+    assert!(
+        w.server.log().contains("Failed to load host key"),
+        "{}",
+        w.server.log()
+    );
+
+    let run = w.ssh().run();
+    w.ok(&run);
+    run.assert_stdout_contains("Welcome to GitLab, @alice!\n");
+
+    let work = w.sandbox.work_dir("clones");
+    for version in ["2", "0"] {
+        let dir = format!("open-v{version}");
+        let run = w
+            .git(&work)
+            .args([
+                "-c",
+                &format!("protocol.version={version}"),
+                "clone",
+                &w.url(),
+                &dir,
+            ])
+            .env("GIT_TRACE_PACKET", "1")
+            .run();
+        w.ok(&run);
+        if version == "2" {
+            run.assert_stderr_contains("clone< version 2\n");
+        } else {
+            run.assert_stderr_lacks("clone< version 2\n");
+        }
+        assert_eq!(
+            fs::read(work.join(&dir).join("src/lib.rs")).unwrap(),
+            b"pub fn answer() -> u32 { 42 }\n"
+        );
+    }
+
+    let dir = work.join("open-v2");
+    fs::write(dir.join("new.txt"), b"pushed through gitlab-sshd\n").unwrap();
+    let g = w.sandbox.git();
+    w.ok(&g.git().current_dir(&dir).args(["add", "new.txt"]).run());
+    w.ok(&g
+        .git()
+        .current_dir(&dir)
+        .args(["commit", "-qm", "via sshd"])
+        .run());
+    let run = w
+        .git(&dir)
+        .args(["push", "origin", "HEAD:refs/heads/via-sshd"])
+        .run();
+    w.ok(&run);
+    let head = g.git().current_dir(&dir).args(["rev-parse", "HEAD"]).run();
+    assert_eq!(
+        w.server_rev("via-sshd"),
+        Some(head.stdout_str().trim().to_owned())
+    );
+
+    let run = w
+        .git(&work)
+        .args([
+            "archive",
+            "--format=tar",
+            &format!("--remote={}", w.url()),
+            "main",
+            "README.md",
+        ])
+        .run();
+    w.ok(&run);
+    assert!(run.stdout.windows(8).any(|x| x == b"# Hello\n"));
+
+    // Refusals: gitlab-sshd's wording and exit status 128.
+    let run = w.ssh().arg("rm -rf /").run();
+    assert_eq!(run.code, 128, "{run}");
+    // Byte for byte what the Go gitlab-sshd 14.35 prints (its message ends in a newline).
+    let ruler = "=".repeat(72);
+    run.assert_stderr(format!(
+        "remote: \nremote: {ruler}\nremote: \nremote: ERROR: Unknown command: rm -rf /\n\nremote: \nremote: {ruler}\nremote: \n"
+    ));
+    let run = w.ssh().arg("git-upload-pack 'unterminated").run();
+    assert_eq!(run.code, 128, "{run}");
+    run.assert_stderr_contains(
+        "remote: ERROR: Failed to parse command: Invalid SSH command: invalid command line string\n\n",
+    );
+
+    // A failing command: `ERROR: <message>` in the frame, exit status 1 (as the Go
+    // gitlab-sshd prints it).
+    let run = w.ssh().arg("git-upload-pack 'group/nope.git'").run();
+    assert_eq!(run.code, 1, "{run}");
+    run.assert_stderr(format!(
+        "remote: \nremote: {ruler}\nremote: \nremote: ERROR: The project you were looking for could not be found or you don't have permission to view it.\n\nremote: \nremote: {ruler}\nremote: \n"
+    ));
+
+    // Every line of a connection carries its correlation id and the client address.
+    let lines = w.server.lines();
+    let exec: Vec<_> = lines
+        .iter()
+        .filter(|l| l["msg"] == "gitlab-shell: main: executing command")
+        .collect();
+    assert!(!exec.is_empty(), "{}", w.server.log());
+    for l in exec {
+        assert_eq!(
+            l["remote_addr"].as_str().unwrap().split(':').next(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(l["correlation_id"].as_str().unwrap().len(), 26, "{l}");
+    }
+    // The key was looked up without base64 padding, as upstream sends it.
+    let lookups = w.sandbox.api().requests_to("/authorized_keys");
+    assert!(!lookups.is_empty());
+    assert!(
+        lookups
+            .iter()
+            .all(|r| !r.query_param("key").unwrap().ends_with('='))
+    );
+}
+
+#[test]
+fn wrong_user_and_unknown_key_are_refused() {
+    let w = world("sshd-refuse", "");
+    let run = w.ssh_as("somebody-else", &w.alice.private_key).run();
+    assert_eq!(run.code, 255, "{run}");
+    run.assert_stderr_contains("Permission denied (publickey)");
+    let stranger = ClientKey::generate(&w.sandbox.work_dir("keys"), "stranger");
+    let run = w.ssh_as(&current_user(), &stranger.private_key).run();
+    assert_eq!(run.code, 255, "{run}");
+    run.assert_stderr_contains("Permission denied (publickey)");
+    // Unknown keys are not server errors; an internal API failing during auth is.
+    let (_, metrics) = w.server.get("/metrics");
+    assert!(
+        metrics.contains("gitlab_sli:shell_sshd_connections:errors_total 0\n"),
+        "{metrics}"
+    );
+    w.sandbox.api().set_fault(
+        "/api/v4/internal/authorized_keys",
+        test_support::stub_api::Fault::Status(500, "{}".into()),
+    );
+    let run = w.ssh().run();
+    assert_eq!(run.code, 255, "{run}");
+    let (_, metrics) = w.server.get("/metrics");
+    assert!(
+        metrics.contains("gitlab_sli:shell_sshd_connections:errors_total 1\n"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn rsa_ecdsa_and_ed25519_client_keys() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let kinds: [(&str, &[&str]); 5] = [
+        ("rsa2048", &["-t", "rsa", "-b", "2048"]),
+        ("ecdsa256", &["-t", "ecdsa", "-b", "256"]),
+        ("ecdsa384", &["-t", "ecdsa", "-b", "384"]),
+        ("ecdsa521", &["-t", "ecdsa", "-b", "521"]),
+        ("ed25519", &["-t", "ed25519"]),
+    ];
+    let mut fixture = String::from(FIXTURE);
+    fixture.push_str("keys:\n");
+    let mut keys = Vec::new();
+    for (i, (name, args)) in kinds.iter().enumerate() {
+        let path = keys_dir.path().join(name);
+        Cmd::new("ssh-keygen")
+            .args(["-q", "-N", "", "-C", name, "-f"])
+            .arg(&path)
+            .args(*args)
+            .run()
+            .assert_success();
+        let line = fs::read_to_string(path.with_extension("pub")).unwrap();
+        fixture.push_str(&format!(
+            "  - {{ id: {}, user: alice, key: \"{}\" }}\n",
+            i + 10,
+            line.trim()
+        ));
+        keys.push(path);
+    }
+    let sandbox = Sandbox::builder("sshd-keys").fixture_yaml(&fixture).build();
+    write_config(&sandbox, "");
+    let server = start(sandbox.root());
+    for key in keys {
+        let run = Cmd::new("ssh")
+            .args(ssh_options(server.addr.port(), &key))
+            .arg(format!("{}@127.0.0.1", current_user()))
+            .timeout(Duration::from_secs(60))
+            .run();
+        assert_eq!(run.code, 0, "{}: {run}\n{}", key.display(), server.log());
+        run.assert_stdout_contains("Welcome to GitLab, @alice!\n");
+    }
+}
+
+#[test]
+fn several_sessions_on_one_connection_and_the_sessions_limit() {
+    let w = world("sshd-mux", "  concurrent_sessions_limit: 2\n");
+    let control = w.sandbox.work_dir("ctl").join("c");
+    let master = |extra: &[&str]| {
+        w.ssh()
+            .args(["-o", "ControlMaster=auto"])
+            .arg("-o")
+            .arg(format!("ControlPath={}", control.display()))
+            .args(["-o", "ControlPersist=30"])
+            .args(extra)
+    };
+    for _ in 0..3 {
+        let run = master(&[]).run();
+        w.ok(&run);
+        run.assert_stdout_contains("Welcome to GitLab, @alice!\n");
+    }
+    let starts = w
+        .server
+        .lines()
+        .iter()
+        .filter(|l| l["msg"] == "server: handleConn: start")
+        .count();
+    assert_eq!(
+        starts,
+        1,
+        "three sessions over one connection\n{}",
+        w.server.log()
+    );
+
+    // Two sessions held open (upload-pack waits for the client), a third is refused.
+    let mut held: Vec<Child> = (0..2)
+        .map(|_| {
+            Command::new("ssh")
+                .args(ssh_options(w.server.addr.port(), &w.alice.private_key))
+                .args(["-o", "ControlMaster=auto"])
+                .arg("-o")
+                .arg(format!("ControlPath={}", control.display()))
+                .arg(format!("{}@127.0.0.1", current_user()))
+                .arg("git-upload-pack 'group/open.git'")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(1500));
+    // The third session on the same connection is refused (OpenSSH's mux client then falls
+    // back to a connection of its own, which gets a session of its own).
+    let run = master(&[]).run();
+    run.assert_stderr_contains("Session open refused by peer");
+    let (_, metrics) = w.server.get("/metrics");
+    assert!(
+        metrics.contains("gitlab_shell_sshd_concurrent_limited_sessions_total 1\n"),
+        "{metrics}"
+    );
+    for c in &mut held {
+        drop(c.stdin.take());
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = master(&["-O", "exit"]).run();
+}
+
+/// A TCP relay that sends a PROXY v2 header (source `src`) to `to`, then copies both ways.
+fn proxy_v2_relay(to: SocketAddr, src: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { break };
+            let Ok(mut server) = TcpStream::connect(to) else {
+                break;
+            };
+            let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+            header.extend_from_slice(&[0x21, 0x11, 0, 12]);
+            if let (SocketAddr::V4(s), SocketAddr::V4(d)) = (src, to) {
+                header.extend_from_slice(&s.ip().octets());
+                header.extend_from_slice(&d.ip().octets());
+                header.extend_from_slice(&s.port().to_be_bytes());
+                header.extend_from_slice(&d.port().to_be_bytes());
+            }
+            server.write_all(&header).unwrap();
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+                let _ = s2.shutdown(Shutdown::Write);
+            });
+            thread::spawn(move || {
+                let (mut c, mut s) = (client, server);
+                let _ = std::io::copy(&mut s, &mut c);
+                let _ = c.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn proxy_protocol_v2_address_reaches_check_ip_and_require_refuses_bare_connections() {
+    let w = world(
+        "sshd-proxy",
+        "  proxy_protocol: true\n  proxy_policy: require\n",
+    );
+    let relay = proxy_v2_relay(w.server.addr, "10.1.1.1:1000".parse().unwrap());
+    let work = w.sandbox.work_dir("clones");
+    let mut command = String::from("ssh");
+    for o in ssh_options(relay.port(), &w.alice.private_key) {
+        command.push(' ');
+        command.push_str(&o);
+    }
+    let run = w
+        .sandbox
+        .git()
+        .git()
+        .env("GIT_SSH_COMMAND", command)
+        .current_dir(&work)
+        .args(["clone", &w.url(), "via-proxy"])
+        .timeout(Duration::from_secs(120))
+        .run();
+    w.ok(&run);
+    let allowed = w.sandbox.api().requests_to("/allowed");
+    assert!(
+        allowed.iter().any(|r| r.body["check_ip"] == "10.1.1.1"),
+        "{allowed:#?}"
+    );
+    assert!(
+        w.server
+            .lines()
+            .iter()
+            .any(|l| l["remote_addr"] == "10.1.1.1:1000")
+    );
+    // `require`: a connection without a header is refused.
+    let run = w.ssh().run();
+    assert_eq!(run.code, 255, "{run}");
+    let (_, metrics) = w.server.get("/metrics");
+    assert!(
+        metrics.contains("gitlab_shell_sshd_proxy_rejected_connections_total 1\n"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn probes_metrics_and_graceful_shutdown() {
+    let mut w = world("sshd-ops", "  grace_period: 30\n");
+    assert_eq!(w.server.get("/start").0, 200);
+    assert_eq!(w.server.get("/health").0, 200);
+    let (code, metrics) = w.server.get("/metrics");
+    assert_eq!(code, 200);
+    for name in [
+        "# TYPE gitlab_shell_sshd_in_flight_connections gauge",
+        "# TYPE gitlab_shell_sshd_session_duration_seconds histogram",
+        "# TYPE gitlab_sli:shell_sshd_sessions:total counter",
+        "gitlab_build_info{",
+    ] {
+        assert!(metrics.contains(name), "{name}\n{metrics}");
+    }
+    // A session in flight: upload-pack has advertised and waits for the client.
+    let mut held = Command::new("ssh")
+        .args(ssh_options(w.server.addr.port(), &w.alice.private_key))
+        .arg(format!("{}@127.0.0.1", current_user()))
+        .arg("git-upload-pack 'group/open.git'")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 4];
+    held.stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    let (_, metrics) = w.server.get("/metrics");
+    assert!(
+        metrics.contains("gitlab_shell_sshd_in_flight_connections 1\n"),
+        "{metrics}"
+    );
+    w.server.signal("TERM");
+    let started = Instant::now();
+    while w.server.get("/start").0 != 503 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "readiness never went 503"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        TcpStream::connect(w.server.addr).is_err(),
+        "listener still open"
+    );
+    assert!(
+        w.server.wait_exit(Duration::from_millis(500)).is_none(),
+        "exited with a session in flight"
+    );
+    // The client finishes its session (flush: no wants); the server exits long before the
+    // 30 s grace period.
+    held.stdin.as_mut().unwrap().write_all(b"0000").unwrap();
+    drop(held.stdin.take());
+    let status = held.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        w.server.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        w.server.log()
+    );
+    assert!(
+        w.server
+            .log()
+            .contains("Shutdown initiated with grace period")
+    );
+}
+
+#[test]
+fn login_grace_time_and_unauthenticated_connection_cap() {
+    let w = world(
+        "sshd-limits",
+        "  login_grace_time: 1\n  max_unauthenticated_connections: 2\n",
+    );
+    let idle: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(w.server.addr).unwrap())
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    // The third unauthenticated connection is closed at once, before any banner.
+    let mut third = TcpStream::connect(w.server.addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = third.read_to_end(&mut buf);
+    assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
+    let (_, metrics) = w.server.get("/metrics");
+    assert!(
+        metrics.contains("gitlab_shell_sshd_unauthenticated_limited_connections_total 1\n"),
+        "{metrics}"
+    );
+    // The idle ones get the banner, then are cut by the login grace time (1 s).
+    let started = Instant::now();
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = Vec::new();
+        let _ = c.read_to_end(&mut buf);
+        assert!(buf.starts_with(b"SSH-2.0-GitLab-SSHD\r\n"), "{buf:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Slots are free again: a real client logs in.
+    let run = w.ssh().run();
+    w.ok(&run);
+}
+
+#[test]
+fn startup_failures_exit_1() {
+    let sandbox = Sandbox::builder("sshd-startup").gitaly(false).build();
+    sandbox.write_config("user: [unclosed\n");
+    let (mut child, stderr) = spawn(sandbox.root());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    thread::sleep(Duration::from_millis(100));
+    let log = stderr.lock().unwrap().clone();
+    assert!(
+        log.contains("failed to load configuration from specified directory"),
+        "{log}"
+    );
+    assert!(!log.contains("panic"), "{log}");
+
+    sandbox.write_config(&format!(
+        "log_file: \"\"\nsshd:\n  listen: \"127.0.0.1:0\"\n  web_listen: \"\"\n  host_key_files: [{}]\n",
+        sandbox.root().join("nope").display()
+    ));
+    let (mut child, stderr) = spawn(sandbox.root());
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    thread::sleep(Duration::from_millis(100));
+    let log = stderr.lock().unwrap().clone();
+    assert!(
+        log.contains("Failed to start Gitlab built-in sshd"),
+        "{log}"
+    );
+    assert!(
+        log.contains("no host keys could be loaded, aborting"),
+        "{log}"
+    );
+
+    let out = Command::new(built_binary("gitlab-sshd"))
+        .arg("-version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("gitlab-sshd v"));
+}
+
+#[test]
+fn user_certificates_signed_by_a_trusted_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    Cmd::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "ca", "-f"])
+        .arg(&ca)
+        .run()
+        .assert_success();
+    let w = world(
+        "sshd-certs",
+        &format!(
+            "  trusted_user_ca_keys: [{}]\n",
+            ca.with_extension("pub").display()
+        ),
+    );
+    // A key GitLab does not know: only its certificate can let it in.
+    let sign = |name: &str, key_id: &str, principal: &str, extra: &[&str]| -> PathBuf {
+        let key = ClientKey::generate(dir.path(), name).private_key;
+        Cmd::new("ssh-keygen")
+            .args(["-q", "-s"])
+            .arg(&ca)
+            .args(["-I", key_id, "-n", principal, "-V", "-5m:+1h"])
+            .args(extra)
+            .arg(key.with_extension("pub"))
+            .run()
+            .assert_success();
+        key
+    };
+    let user = current_user();
+    let good = sign("good", "alice", &user, &[]);
+    let run = w.ssh_as(&user, &good).run();
+    w.ok(&run);
+    run.assert_stdout_contains("Welcome to GitLab, @alice!\n");
+    assert!(
+        w.server
+            .log()
+            .contains("user certificate is signed by a locally trusted CA (instance-level)")
+    );
+    let here = sign(
+        "here",
+        "alice",
+        &user,
+        &["-O", "source-address=127.0.0.0/8"],
+    );
+    w.ok(&w.ssh_as(&user, &here).run());
+
+    for (name, key_id, principal, extra) in [
+        (
+            "elsewhere",
+            "alice",
+            user.as_str(),
+            &["-O", "source-address=10.9.9.9/32"][..],
+        ),
+        ("wrongprincipal", "alice", "somebody", &[][..]),
+        ("badid", "al..ice", user.as_str(), &[][..]),
+    ] {
+        let key = sign(name, key_id, principal, extra);
+        let run = w.ssh_as(&user, &key).run();
+        assert_eq!(run.code, 255, "{name}: {run}");
+    }
+    let log = w.server.log();
+    assert!(log.contains("not allowed by the certificate"), "{log}");
+    assert!(
+        log.contains("certificate KeyId contains consecutive special characters"),
+        "{log}"
+    );
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// A client that stops reading in the middle of a 24 MB pack: the server's memory stays
+/// bounded (output waits for the SSH window), and when the client goes away the session and
+/// connection end.
+#[test]
+fn a_client_that_stops_reading_mid_clone_costs_bounded_memory() {
+    let mut builder = Sandbox::builder("sshd-stall").fixture_yaml(FIXTURE);
+    let alice = builder.client_key("alice", 1, Some("alice"));
+    let sandbox = builder
+        .seed(
+            "group/open",
+            vec![Commit::new(
+                "main",
+                "Big\n",
+                "big.bin",
+                test_support::random_bytes(7, 24 << 20),
+            )],
+        )
+        .build();
+    write_config(&sandbox, "");
+    let server = start(sandbox.root());
+    let tip = sandbox
+        .git()
+        .rev_parse(&sandbox.repo_path("group/open"), "main")
+        .unwrap();
+    let before = rss_kb(server.child.id());
+    let mut client = Command::new("ssh")
+        .args(ssh_options(server.addr.port(), &alice.private_key))
+        .arg(format!("{}@127.0.0.1", current_user()))
+        .arg("git-upload-pack 'group/open.git'")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let want = format!("want {tip}\n");
+    let request = format!("{:04x}{want}00000009done\n", want.len() + 4);
+    client
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(request.as_bytes())
+        .unwrap();
+    // Read a little (the advertisement and the start of the pack), then stop reading.
+    let mut first = vec![0u8; 64 << 10];
+    client
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    thread::sleep(Duration::from_secs(3));
+    let stalled = rss_kb(server.child.id());
+    assert!(
+        stalled < before + 12 * 1024,
+        "server grew from {before} kB to {stalled} kB with a stalled client"
+    );
+    let (_, metrics) = server.get("/metrics");
+    assert!(
+        metrics.contains("gitlab_shell_sshd_in_flight_connections 1\n"),
+        "{metrics}"
+    );
+    // The client goes away: the blocked command fails its writes, the session and the
+    // connection end.
+    let _ = client.kill();
+    let _ = client.wait();
+    let started = Instant::now();
+    loop {
+        let (_, metrics) = server.get("/metrics");
+        if metrics.contains("gitlab_shell_sshd_in_flight_connections 0\n") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{metrics}\n{}",
+            server.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// HAProxy (`send-proxy-v2`, connecting from 127.0.0.3) in front of gitlab-sshd with
+/// `proxy_policy: require` and `proxy_allowed: [127.0.0.3]`: the client address from the header
+/// (127.0.0.1) is the `check_ip` GitLab sees; another peer sending a header is refused.
+#[test]
+fn haproxy_send_proxy_v2_in_front() {
+    let w = world(
+        "sshd-haproxy",
+        "  proxy_protocol: true\n  proxy_policy: require\n  proxy_allowed: [127.0.0.3]\n",
+    );
+    let port = test_support::sshd::free_port();
+    let cfg = format!(
+        "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n\
+         frontend ssh\n    bind 127.0.0.1:{port}\n    default_backend gitlab_sshd\n\
+         backend gitlab_sshd\n    server node1 {} send-proxy-v2 source 127.0.0.3\n",
+        w.server.addr
+    );
+    let path = w.sandbox.work_dir("haproxy").join("haproxy.cfg");
+    fs::write(&path, cfg).unwrap();
+    let haproxy = Cmd::new("/usr/sbin/haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .timeout(Duration::from_secs(120))
+        .spawn();
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "haproxy did not start"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let run = Cmd::new("ssh")
+        .args(ssh_options(port, &w.alice.private_key))
+        .arg(format!("{}@127.0.0.1", current_user()))
+        .arg("git-upload-pack 'group/open.git'")
+        .stdin(b"0000".to_vec())
+        .timeout(Duration::from_secs(60))
+        .run();
+    w.ok(&run);
+    let allowed = w.sandbox.api().requests_to("/allowed");
+    assert!(
+        allowed.iter().any(|r| r.body["check_ip"] == "127.0.0.1"),
+        "{allowed:#?}"
+    );
+    // Without the header the TCP peer would be HAProxy's 127.0.0.3.
+    assert!(
+        !w.server.log().contains("\"remote_addr\":\"127.0.0.3"),
+        "{}",
+        w.server.log()
+    );
+    // A peer that is not the balancer may not send a header (a forged client address) ...
+    let forger = proxy_v2_relay(w.server.addr, "10.6.6.6:1".parse().unwrap());
+    let run = Cmd::new("ssh")
+        .args(ssh_options(forger.port(), &w.alice.private_key))
+        .arg(format!("{}@127.0.0.1", current_user()))
+        .timeout(Duration::from_secs(60))
+        .run();
+    assert_eq!(run.code, 255, "{run}");
+    // ... but may connect without one (upstream's proxy_allowed semantics).
+    w.ok(&w.ssh().run());
+    drop(haproxy);
+}
+
+/// Hostile input: 1,000 connections that never authenticate (at most
+/// `max_unauthenticated_connections` are served, the rest are closed at once, memory stays
+/// bounded), garbage instead of an SSH banner, and broken PROXY headers; a real client still
+/// gets in afterwards.
+#[test]
+fn a_thousand_idle_connections_garbage_and_broken_proxy_headers() {
+    let w = world(
+        "sshd-hostile",
+        "  max_unauthenticated_connections: 100\n  login_grace_time: 30\n  proxy_protocol: true\n",
+    );
+    let before = rss_kb(w.server.child.id());
+    let mut conns = Vec::new();
+    for _ in 0..1000 {
+        match TcpStream::connect(w.server.addr) {
+            Ok(c) => conns.push(c),
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+    thread::sleep(Duration::from_secs(2));
+    let (_, metrics) = w.server.get("/metrics");
+    let limited: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("gitlab_shell_sshd_unauthenticated_limited_connections_total ")
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(limited >= 900, "{metrics}");
+    assert!(
+        metrics.contains("gitlab_shell_sshd_unauthenticated_connections 100\n"),
+        "{metrics}"
+    );
+    let grown = rss_kb(w.server.child.id()).saturating_sub(before);
+    assert!(grown < 32 * 1024, "grew by {grown} kB");
+    drop(conns);
+
+    // Garbage instead of a banner: the connection is closed, the server goes on.
+    let mut g = TcpStream::connect(w.server.addr).unwrap();
+    g.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    g.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let _ = g.read_to_end(&mut buf);
+    // Broken PROXY headers: refused and counted.
+    for bad in [
+        &b"PROXY TCP4 bogus\r\n"[..],
+        b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\x01",
+    ] {
+        let mut c = TcpStream::connect(w.server.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(bad).unwrap();
+        let mut buf = Vec::new();
+        let _ = c.read_to_end(&mut buf);
+        assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
+    }
+    let started = Instant::now();
+    loop {
+        let (_, metrics) = w.server.get("/metrics");
+        if metrics.contains("gitlab_shell_sshd_proxy_rejected_connections_total 2\n")
+            && metrics.contains("gitlab_shell_sshd_unauthenticated_connections 0\n")
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{metrics}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let run = w.ssh().run();
+    w.ok(&run);
+    run.assert_stdout_contains("Welcome to GitLab, @alice!\n");
+}
+
+/// The other GitLab commands through gitlab-sshd run the same code as classic: a personal
+/// access token, 2FA recovery codes (answering a question on stdin), LFS authentication.
+#[test]
+fn personal_access_token_2fa_and_lfs_authenticate() {
+    let fixture = r#"
+users:
+  - { id: 1, username: alice, name: Alice, two_factor: true, recovery_codes: [aaaa-1111, bbbb-2222] }
+projects:
+  - path: group/open
+    id: 1
+    members: { alice: admin }
+personal_access_token:
+  token: glpat-stubtoken0000000000
+"#;
+    let mut builder = Sandbox::builder("sshd-commands")
+        .fixture_yaml(fixture)
+        .gitaly(false);
+    let alice = builder.client_key("alice", 1, Some("alice"));
+    let sandbox = builder.build();
+    write_config(&sandbox, "");
+    let server = start(sandbox.root());
+    let ssh = |command: &str, stdin: &[u8]| {
+        Cmd::new("ssh")
+            .args(ssh_options(server.addr.port(), &alice.private_key))
+            .arg(format!("{}@127.0.0.1", current_user()))
+            .arg(command)
+            .stdin(stdin.to_vec())
+            .timeout(Duration::from_secs(60))
+            .run()
+    };
+    let run = ssh("personal_access_token mytoken api 7", b"");
+    assert_eq!(run.code, 0, "{run}");
+    run.assert_stdout_contains("Token:   glpat-stubtoken0000000000\nScopes:  api\nExpires: ");
+    let run = ssh("2fa_recovery_codes", b"yes\n");
+    assert_eq!(run.code, 0, "{run}");
+    run.assert_stdout_contains(
+        "Your two-factor authentication recovery codes are:\n\naaaa-1111\nbbbb-2222\n",
+    );
+    let run = ssh("git-lfs-authenticate group/open download", b"");
+    assert_eq!(run.code, 0, "{run}");
+    run.assert_stdout_contains("{\"header\":{\"Authorization\":\"Basic ");
+}
+
+/// After `grace_period` the sessions still in flight are cut and the process exits.
+#[test]
+fn sessions_are_cut_after_the_grace_period() {
+    let mut w = world("sshd-cut", "  grace_period: 1\n");
+    let mut held = Command::new("ssh")
+        .args(ssh_options(w.server.addr.port(), &w.alice.private_key))
+        .arg(format!("{}@127.0.0.1", current_user()))
+        .arg("git-upload-pack 'group/open.git'")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 4];
+    held.stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    let started = Instant::now();
+    w.server.signal("TERM");
+    assert_eq!(
+        w.server.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        w.server.log()
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "exited after {took:?}, before the grace period"
+    );
+    // The client sees its connection closed.
+    let status = held.wait().unwrap();
+    assert!(!status.success());
+    assert!(
+        w.server.log().contains("grace period over"),
+        "{}",
+        w.server.log()
+    );
+}
+
+/// Ours: `max_connections_per_source` caps the connections in flight from one client address
+/// (after PROXY, so per real client), counted in metrics; other addresses are not affected.
+#[test]
+fn connections_per_source_address_are_capped() {
+    let w = world(
+        "sshd-per-source",
+        "  max_connections_per_source: 2\n  proxy_protocol: true\n",
+    );
+    let idle: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(w.server.addr).unwrap())
+        .collect();
+    thread::sleep(Duration::from_millis(800));
+    // A third from 127.0.0.1 is closed at once (after the PROXY header timeout).
+    let run = w.ssh().run();
+    assert_eq!(run.code, 255, "{run}");
+    let (_, metrics) = w.server.get("/metrics");
+    assert!(
+        metrics.contains("gitlab_shell_sshd_per_source_limited_connections_total 1\n"),
+        "{metrics}"
+    );
+    // Another client address (through a PROXY header) still gets in.
+    let relay = proxy_v2_relay(w.server.addr, "10.1.1.1:1000".parse().unwrap());
+    let run = Cmd::new("ssh")
+        .args(ssh_options(relay.port(), &w.alice.private_key))
+        .arg(format!("{}@127.0.0.1", current_user()))
+        .timeout(Duration::from_secs(60))
+        .run();
+    w.ok(&run);
+    // Once the idle ones are gone, 127.0.0.1 gets in again.
+    drop(idle);
+    thread::sleep(Duration::from_millis(300));
+    w.ok(&w.ssh().run());
+}
