@@ -643,3 +643,34 @@ fn gitaly_unavailable_is_framed() {
         .assert_code(1)
         .assert_stderr_contains(framed("invalid connection string: \"bogus://x\""));
 }
+
+#[test]
+fn log_format_and_level_follow_gitlab_log_env() {
+    // GitLab Shell 14.46+: GITLAB_LOG_FORMAT / GITLAB_LOG_LEVEL override config.yml for every
+    // binary (the sandbox's config says json and debug).
+    let s = sandbox();
+    s.shell(&["key-1"], Some(""))
+        .env("GITLAB_LOG_FORMAT", "text")
+        .env("GITLAB_LOG_LEVEL", "error")
+        .run()
+        .assert_success();
+    assert_eq!(
+        s.log(),
+        "",
+        "an info-level welcome logs nothing at error level"
+    );
+    s.shell(&["key-1"], Some(""))
+        .env("GITLAB_LOG_FORMAT", "text")
+        .run()
+        .assert_success();
+    let log = s.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("executing command"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.starts_with("time="), "text format: {line}");
+    assert!(
+        line.contains("msg=\"gitlab-shell: main: executing command\""),
+        "{line}"
+    );
+}

@@ -67,6 +67,41 @@ pub const SYSLOG_SOCKET: &str = "/dev/log";
 /// Permissions of a new log file (GitLab Shell's 0644), before the umask.
 pub const LOG_FILE_MODE: u32 = 0o644;
 
+/// `GITLAB_LOG_FORMAT` and `GITLAB_LOG_LEVEL` (GitLab Shell 14.46+, every binary): when set and
+/// not empty they replace `log_format` and `log_level` of config.yml (behaviour §12).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvOverrides {
+    /// `GITLAB_LOG_FORMAT`.
+    pub format: Option<String>,
+    /// `GITLAB_LOG_LEVEL`.
+    pub level: Option<String>,
+}
+
+impl EnvOverrides {
+    /// Reads the two variables.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "GitLab Shell's documented logging overrides, read in this one place"
+    )]
+    pub fn from_env() -> Self {
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        EnvOverrides {
+            format: get("GITLAB_LOG_FORMAT"),
+            level: get("GITLAB_LOG_LEVEL"),
+        }
+    }
+
+    /// Applies them to `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(f) = &self.format {
+            config.log_format = f.clone();
+        }
+        if let Some(l) = &self.level {
+            config.log_level = l.clone();
+        }
+    }
+}
+
 /// Installs the process-wide logger for `config`. `correlation_id` goes on every line.
 pub fn configure(config: &Config, correlation_id: &str) -> LogGuard {
     configure_with_syslog(config, correlation_id, Path::new(SYSLOG_SOCKET))
@@ -188,6 +223,9 @@ impl Visit for Fields {
         self.0.insert(field.name().to_owned(), Value::from(value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
         self.0.insert(field.name().to_owned(), Value::from(value));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {

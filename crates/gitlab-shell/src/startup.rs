@@ -129,10 +129,11 @@ pub fn main(binary: Binary, run: impl FnOnce(Started<'_>) -> u8) -> ExitCode {
         Ok(root) => root,
         Err(e) => return root_failed(binary, &e, &mut io),
     };
-    let config = match Config::load(&root) {
+    let mut config = match Config::load(&root) {
         Ok(config) => config,
         Err(e) => return config_failed(binary, &e, &mut io),
     };
+    logging::EnvOverrides::from_env().apply(&mut config);
     let correlation_id = correlation::correlation_id(sshenv::correlation_id_from_env());
     let _log = logging::configure(&config, &correlation_id);
     ExitCode::from(run(Started {

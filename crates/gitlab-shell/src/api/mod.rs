@@ -214,6 +214,12 @@ struct Answer {
 }
 
 /// The statuses Go's client would follow as redirects; refused instead (300 is no redirect).
+/// The answers GitLab Shell 14.56 logs at info as `Internal API returned a client error`: the
+/// user's own request was refused (not a failure of the system).
+fn is_client_error(status: u16) -> bool {
+    matches!(status, 401 | 403 | 404 | 422 | 429)
+}
+
 fn is_redirect(status: u16) -> bool {
     matches!(status, 301 | 302 | 303 | 307 | 308)
 }
@@ -466,7 +472,8 @@ impl Client {
             let last = attempt + 1 == ATTEMPTS;
             let wait = inner.retry_waits[attempt.min(1)];
             let outcome = self.send_once(&method, &url, &headers, body.as_deref());
-            let duration_ms = started.elapsed().as_millis() as u64;
+            // 14.56.1's field names (labkit v2): `duration_s` in seconds, `error_message`.
+            let duration_s = started.elapsed().as_secs_f64();
             match outcome {
                 Ok(Answer {
                     status,
@@ -475,10 +482,12 @@ impl Client {
                     body,
                 }) => {
                     let content_length_bytes = body.as_ref().map_or(0, |b| b.len() as u64);
-                    if status >= 400 || is_redirect(status) {
-                        tracing::error!(method = %method, url = %url, duration_ms, status, content_length_bytes, "Internal API error");
+                    if is_client_error(status) {
+                        tracing::info!(method = %method, url = %url, duration_s, status, content_length_bytes, "Internal API returned a client error");
+                    } else if status >= 400 || is_redirect(status) {
+                        tracing::error!(method = %method, url = %url, duration_s, status, content_length_bytes, "Internal API error");
                     } else {
-                        tracing::info!(method = %method, url = %url, duration_ms, status, content_length_bytes, "Finished HTTP request");
+                        tracing::info!(method = %method, url = %url, duration_s, status, content_length_bytes, "Finished HTTP request");
                     }
                     if retryable_status(status) {
                         if last {
@@ -497,7 +506,7 @@ impl Client {
                     // Headers arrived but the body did not: read once, never retried, and
                     // decoded as what arrived (nothing), like Go's decoder on a failed read.
                     let bytes = body.unwrap_or_else(|e| {
-                        tracing::error!(method = %method, url = %url, duration_ms, status, error = %e, "Internal API response body could not be read");
+                        tracing::error!(method = %method, url = %url, duration_s, status, error_message = %e, "Internal API response body could not be read");
                         Vec::new()
                     });
                     if status >= 400 {
@@ -506,7 +515,7 @@ impl Client {
                     return Ok((status, bytes));
                 }
                 Err(e) => {
-                    tracing::error!(method = %method, url = %url, duration_ms, error = %e.text, "Internal API unreachable");
+                    tracing::error!(method = %method, url = %url, duration_s, error_message = %e.text, "Internal API unreachable");
                     if last || !e.retryable {
                         return Err(Error::Unreachable);
                     }

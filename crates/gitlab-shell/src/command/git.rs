@@ -90,19 +90,33 @@ fn prepare(ctx: &Context<'_>, action: &str, io: &mut Io) -> Result<Option<Prepar
         return Ok(None);
     }
     let r = &access.response;
+    log_executing(ctx, action, r);
+    Ok(Some(Prepared { client, access }))
+}
+
+/// The `executing git command` line with 14.56.1's fields: `gl_user_id` is the number of a
+/// `user-N` `gl_id` (left out, with a warning, for any other kind of id) and `gl_user_name` the
+/// username.
+fn log_executing(ctx: &Context<'_>, action: &str, r: &api::allowed::Response) {
+    let user_id = r
+        .gl_id
+        .strip_prefix("user-")
+        .and_then(|n| n.parse::<i64>().ok());
+    if user_id.is_none() {
+        tracing::warn!(gl_id = %r.gl_id, "gl_id is not of the form user-N; gl_user_id left out");
+    }
     tracing::info!(
         command = action,
         gl_project_path = %r.gitaly.repository.gl_project_path,
         gl_repository = %r.gl_repository,
-        user_id = %r.gl_id,
-        username = %r.gl_username,
+        gl_user_id = user_id,
+        gl_user_name = %r.gl_username,
         git_protocol = %ctx.env.git_protocol,
         remote_ip = %ctx.env.remote_addr,
         gl_key_type = %r.gl_key_type,
         gl_key_id = r.gl_key_id,
         "executing git command"
     );
-    Ok(Some(Prepared { client, access }))
 }
 
 /// Gitaly address and token from `/allowed`.
@@ -173,7 +187,95 @@ fn audit(
         key_id: r.gl_key_id,
         namespace_path: ctx.env.namespace_path.clone(),
     };
+    tracing::debug!(
+        gl_repository = %r.gl_repository,
+        command = action,
+        gl_user_name = %r.gl_username,
+        gl_key_type = %r.gl_key_type,
+        gl_key_id = r.gl_key_id,
+        "sending git audit event"
+    );
     if let Err(e) = git_audit_event::audit(&prepared.client, &request) {
         tracing::error!(error = %e, "failed to audit git event");
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use serde_json::Value;
+
+    use crate::command::testkit::{Kit, alice};
+    use crate::io::SharedBuf;
+    use crate::logging::{Format, LogrusFormat};
+
+    /// Runs `f` with this thread's log lines captured as GitLab Shell writes them (JSON).
+    fn logged(f: impl FnOnce()) -> Vec<Value> {
+        let buf = SharedBuf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .event_format(LogrusFormat {
+                format: Format::Json,
+                correlation_id: "c".into(),
+            })
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        buf.text()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect()
+    }
+
+    fn find<'a>(lines: &'a [Value], msg: &str) -> &'a Value {
+        lines
+            .iter()
+            .find(|l| l["msg"] == msg)
+            .unwrap_or_else(|| panic!("no {msg:?} in {lines:#?}"))
+    }
+
+    #[test]
+    fn log_lines_carry_gitlab_shell_14_56_field_names() {
+        let kit = Kit::new("").with_gitaly();
+        let lines = logged(|| {
+            let run = kit.run(alice(), "git-upload-pack group/audited.git", b"0000");
+            assert_eq!(run.status, 0, "{}", run.stderr);
+            let run = kit.run(alice(), "git-upload-pack nope/nope.git", b"0000");
+            assert_eq!(run.status, 1);
+        });
+        let http = find(&lines, "Finished HTTP request");
+        assert!(http["duration_s"].is_f64(), "{http}");
+        assert!(http.get("duration_ms").is_none(), "{http}");
+        let exec = find(&lines, "executing git command");
+        assert_eq!(exec["gl_user_id"], 1, "{exec}");
+        assert_eq!(exec["gl_user_name"], "alice");
+        assert_eq!(exec["gl_key_id"], 1);
+        assert_eq!(exec["command"], "git-upload-pack");
+        assert!(
+            exec.get("user_id").is_none() && exec.get("username").is_none(),
+            "{exec}"
+        );
+        let audit = find(&lines, "sending git audit event");
+        assert_eq!(audit["level"], "debug");
+        assert_eq!(audit["gl_repository"], "project-8");
+        assert_eq!(audit["gl_user_name"], "alice");
+        assert_eq!(audit["gl_key_type"], "key");
+        // The unknown project: a 404 is the user's problem, logged at info.
+        let client = find(&lines, "Internal API returned a client error");
+        assert_eq!(client["level"], "info");
+        assert_eq!(client["status"], 404);
+        let failed = find(&lines, "gitlab-shell: main: command execution failed");
+        assert!(
+            failed["error_message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("could not be found"),
+            "{failed}"
+        );
+        assert!(failed.get("error").is_none(), "{failed}");
+        assert!(
+            lines.iter().all(|l| l["msg"] != "Internal API error"),
+            "{lines:#?}"
+        );
     }
 }

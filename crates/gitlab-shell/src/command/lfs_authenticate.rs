@@ -82,7 +82,12 @@ pub fn run(ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
     match lfs_authenticate::authenticate(&client, &request) {
         Ok(r) => io.out_line(&payload_json(&r))?,
         Err(e) => {
-            tracing::debug!(error = %e, "lfsauthenticate: execute: lfs authentication failed")
+            let r = &access.response;
+            let gl_user_id = r
+                .gl_id
+                .strip_prefix("user-")
+                .and_then(|n| n.parse::<i64>().ok());
+            tracing::debug!(operation = %operation, gl_repository = %r.gl_repository, gl_user_id, error_message = %e, "lfsauthenticate: execute: lfs authentication failed")
         }
     }
     Ok(())

@@ -181,7 +181,7 @@ pub fn execute_with(session: &Session<'_>, io: &mut Io, report: fn(&Error, &mut 
             0
         }
         Err(e) => {
-            tracing::warn!(command = cmd.name(), error = %e, "gitlab-shell: main: command execution failed");
+            tracing::warn!(command = cmd.name(), error_message = %e, "gitlab-shell: main: command execution failed");
             report(&e, io)
         }
     }
