@@ -65,6 +65,7 @@ fn main() -> ExitCode {
     let target = Target {
         address: var("GITALY_ADDRESS"),
         token: var("GITALY_TOKEN"),
+        retry: None,
     };
     let meta = CallMeta {
         key_id: "0".into(),

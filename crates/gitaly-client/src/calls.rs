@@ -6,7 +6,7 @@ use crate::connection::{self, Connection, SidechannelStream};
 use crate::output::{self, Output};
 use crate::sidechannel::{self, Band, FramingError};
 use crate::stdin::{self, StdinError};
-use crate::{CallMeta, Error, Stdio, Target, address, metadata, proto};
+use crate::{CallMeta, Error, RetryPolicy, Stdio, Target, address, metadata, proto};
 use proto::ssh_service_client::SshServiceClient;
 use std::future::Future;
 use std::io::Read;
@@ -31,6 +31,7 @@ where
     Fut: Future<Output = Result<T, Error>>,
 {
     let address = address::parse(&t.address)?;
+    let retry = t.retry.clone().filter(RetryPolicy::retries_unavailable);
     let Stdio {
         stdin,
         stdout,
@@ -49,7 +50,7 @@ where
                 () = watched.cancelled() => Err(Error::cancelled()),
                 result = async {
                     let dialled = tokio::time::Instant::now();
-                    let conn = connection::connect(&address).await?;
+                    let conn = dial_with_retries(&address, retry.as_ref()).await?;
                     // A Gitaly that accepted and stays silent fails like a dial timeout.
                     let heard = conn.heard.clone();
                     tokio::select! {
@@ -60,6 +61,33 @@ where
             }
         })
     })
+}
+
+/// Dials, retrying a failed dial as `policy` says (only dials: nothing has reached the client
+/// yet and nothing was read from it).
+async fn dial_with_retries(
+    address: &address::Address,
+    policy: Option<&RetryPolicy>,
+) -> Result<Connection, Error> {
+    let mut attempt = 1;
+    loop {
+        match connection::connect(address).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => match policy {
+                Some(p) if attempt < p.max_attempts => {
+                    let wait = p.backoff(attempt);
+                    tracing::info!(
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        "dialling Gitaly failed; retrying as retry_config says"
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                _ => return Err(e),
+            },
+        }
+    }
 }
 
 fn request_with_meta<T>(

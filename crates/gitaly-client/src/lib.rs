@@ -9,6 +9,7 @@
 //! made from inside an async runtime.
 
 pub use gitaly_proto as proto;
+pub use retry::RetryPolicy;
 pub use tokio_util::sync::CancellationToken;
 
 pub mod address;
@@ -18,6 +19,7 @@ pub mod connection;
 mod error;
 pub mod metadata;
 mod output;
+mod retry;
 pub mod sidechannel;
 mod stdin;
 mod tls;
@@ -27,13 +29,15 @@ pub use error::{
     go_code_name,
 };
 
-/// Where Gitaly is: `/allowed` `gitaly.address` and `gitaly.token`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Where Gitaly is: `/allowed` `gitaly.address` and `gitaly.token`, and `retry_config`.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Target {
     /// `unix:/path`, `tcp://host:port`, `tls://host:port` or `dns:[//authority/]host:port`.
     pub address: String,
     /// Shared secret for the v2 token; empty means no `authorization` header.
     pub token: String,
+    /// How a failed dial is retried ([`RetryPolicy`]); `None`: never.
+    pub retry: Option<RetryPolicy>,
 }
 
 /// Per-call metadata GitLab Shell sends (gitaly.md §3.2).

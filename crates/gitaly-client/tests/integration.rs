@@ -651,6 +651,7 @@ impl TestGitaly {
         Target {
             address: self.address.clone(),
             token: TOKEN.to_owned(),
+            retry: None,
         }
     }
 
@@ -794,10 +795,12 @@ fn upload_pack_round_trip_over_tcp_unix_and_dns_with_metadata_once() {
     let dns = Target {
         address: format!("dns:///127.0.0.1:{}", tcp.port),
         token: TOKEN.into(),
+        retry: None,
     };
     let unix_triple_slash = Target {
         address: unix.address.replacen("unix:", "unix://", 1),
         token: TOKEN.into(),
+        retry: None,
     };
     for (server, target) in [
         (&tcp, tcp.target()),
@@ -832,6 +835,7 @@ fn sidechannel_ids_differ_per_call() {
     let target = Target {
         address: server.address.clone(),
         token: String::new(),
+        retry: None,
     };
     for _ in 0..2 {
         let (result, _) = upload_pack(&target, "echo", Box::new(Cursor::new(Vec::new())));
@@ -1050,6 +1054,7 @@ fn wrong_token_is_rejected_by_the_server() {
     let target = Target {
         address: server.address.clone(),
         token: "wrong".into(),
+        retry: None,
     };
     let (result, _) = receive_pack(&target, "echo", b"x".to_vec());
     assert_eq!(
@@ -1078,12 +1083,14 @@ fn connection_refused_is_the_unavailable_message() {
     let target = Target {
         address: format!("tcp://127.0.0.1:{port}"),
         token: String::new(),
+        retry: None,
     };
     let (result, _) = receive_pack(&target, "echo", Vec::new());
     assert_eq!(result.unwrap_err().to_string(), UNAVAILABLE);
     let missing = Target {
         address: "unix:/nonexistent/gitaly.sock".into(),
         token: String::new(),
+        retry: None,
     };
     let (result, _) = upload_pack(&missing, "echo", Box::new(Cursor::new(Vec::new())));
     assert_eq!(result.unwrap_err().to_string(), UNAVAILABLE);
@@ -1096,6 +1103,7 @@ fn address_errors_come_before_any_dial() {
     let bad = Target {
         address: "localhost:8075".into(),
         token: String::new(),
+        retry: None,
     };
     let (result, _) = receive_pack(&bad, "echo", Vec::new());
     assert_eq!(
@@ -1371,6 +1379,7 @@ fn a_silent_tcp_gitaly_and_a_tls_black_hole_give_up_after_20_seconds() {
             let target = Target {
                 address: format!("{scheme}://127.0.0.1:{port}"),
                 token: TOKEN.to_owned(),
+                retry: None,
             };
             std::thread::spawn(move || {
                 let started = std::time::Instant::now();

@@ -352,6 +352,9 @@ fn allowed_success(fixture: &Fixture, project: &Project, actor: &Actor<'_>) -> R
             map.insert("gl_key_type".to_owned(), json!("key"));
             map.insert("gl_key_id".to_owned(), json!(key.id));
         }
+        if let Some(policy) = &project.retry_config {
+            map.insert("retry_config".to_owned(), policy.clone());
+        }
     }
     Reply::ok(body)
 }

@@ -327,6 +327,8 @@ pub struct Project {
     pub console_messages: Vec<String>,
     /// `need_audit` returned on success.
     pub need_audit: bool,
+    /// `retry_config` returned on success (a gRPC retry policy), when set.
+    pub retry_config: Option<serde_json::Value>,
     /// Whether `/lfs_authenticate` works for this project (default true).
     pub lfs_enabled: Option<bool>,
     /// Answer `/allowed` with a Geo custom action (HTTP 300).

@@ -134,6 +134,9 @@ pub struct Response {
     pub gl_console_messages: Vec<String>,
     /// Send the git audit event after a successful RPC.
     pub need_audit: bool,
+    /// A gRPC retry policy for the Gitaly call (GitLab Shell 14.46+), as raw JSON; absent or
+    /// `null` when Rails sends none.
+    pub retry_config: Option<serde_json::Value>,
 }
 
 /// A verified access: the response, its HTTP status and the derived "who".

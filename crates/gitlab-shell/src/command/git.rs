@@ -119,12 +119,25 @@ fn log_executing(ctx: &Context<'_>, action: &str, r: &api::allowed::Response) {
     );
 }
 
-/// Gitaly address and token from `/allowed`.
+/// Gitaly address, token and retry policy from `/allowed`.
 fn target(access: &Access) -> Target {
     Target {
         address: access.response.gitaly.address.clone(),
         token: access.response.gitaly.token.clone(),
+        retry: retry_policy(access.response.retry_config.as_ref()),
     }
+}
+
+/// `retry_config` as a policy; a malformed one is logged and ignored, as GitLab Shell does. The
+/// policy is usually an object; a string holding the JSON is read too.
+fn retry_policy(raw: Option<&serde_json::Value>) -> Option<gitaly_client::RetryPolicy> {
+    let json = match raw? {
+        serde_json::Value::String(text) => text.clone(),
+        value => value.to_string(),
+    };
+    gitaly_client::RetryPolicy::from_json(&json)
+        .inspect_err(|e| tracing::error!(error_message = %e, "failed to unmarshal retry policy"))
+        .ok()
 }
 
 /// Per-call metadata (behaviour §5.4).

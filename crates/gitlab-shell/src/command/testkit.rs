@@ -71,6 +71,7 @@ pub struct Kit {
     /// The loaded config.
     pub config: Config,
     _gitaly: Option<dev_gitaly::DevGitaly>,
+    late: std::sync::Arc<std::sync::Mutex<Option<dev_gitaly::DevGitaly>>>,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -100,6 +101,7 @@ impl Kit {
             api,
             config,
             _gitaly: None,
+            late: Default::default(),
             _dirs: vec![root],
         }
     }
@@ -115,6 +117,31 @@ impl Kit {
         let gitaly = dev_gitaly::DevGitaly::start(options).expect("dev gitaly");
         self.api.set_gitaly(gitaly.address(), "");
         self._gitaly = Some(gitaly);
+        self._dirs.push(storage);
+        self
+    }
+
+    /// Like [`Kit::with_gitaly`], but the dev Gitaly only starts listening `delay` after this
+    /// call (a Gitaly that is down for the first dial); `/allowed` points at its address.
+    pub fn with_late_gitaly(mut self, delay: std::time::Duration) -> Kit {
+        let storage = tempdir();
+        make_repo(&storage.path().join("group/repo.git"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut options = dev_gitaly::Options::new(storage.path());
+        options.hook_binary = Some("/bin/true".into());
+        options.listen = dev_gitaly::Listen::Tcp(format!("127.0.0.1:{port}"));
+        self.api.set_gitaly(format!("tcp://127.0.0.1:{port}"), "");
+        let slot = std::sync::Arc::clone(&self.late);
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let gitaly = dev_gitaly::DevGitaly::start(options).expect("dev gitaly");
+            if let Ok(mut slot) = slot.lock() {
+                *slot = Some(gitaly);
+            }
+        });
         self._dirs.push(storage);
         self
     }

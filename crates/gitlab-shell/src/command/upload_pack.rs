@@ -104,6 +104,38 @@ mod tests {
     }
 
     #[test]
+    fn retry_config_retries_a_gitaly_that_is_down_at_first() {
+        let policy = serde_json::json!({
+            "maxAttempts": 5, "initialBackoff": "0.2s", "maxBackoff": "0.5s",
+            "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"],
+        });
+        let with_policy = |policy: serde_json::Value| {
+            let kit = Kit::new("").with_late_gitaly(std::time::Duration::from_millis(400));
+            kit.api.update_fixture(|f| {
+                for p in &mut f.projects {
+                    p.retry_config = Some(policy.clone());
+                }
+            });
+            kit
+        };
+        let kit = with_policy(policy);
+        let run = kit.run(alice(), "git-upload-pack group/repo.git", NO_WANTS);
+        assert_eq!(run.status, 0, "{}", run.stderr);
+        assert!(run.out().contains("refs/heads/main"), "{}", run.out());
+        // Without a policy, or with a malformed one (logged and ignored), the first failed dial
+        // is the answer.
+        for policy in [
+            serde_json::Value::Null,
+            serde_json::json!({"maxAttempts": "many"}),
+        ] {
+            let kit = with_policy(policy.clone());
+            let run = kit.run(alice(), "git-upload-pack group/repo.git", NO_WANTS);
+            assert_eq!(run.status, 1, "{policy}");
+            assert!(run.stderr.contains("code = Unavailable"), "{}", run.stderr);
+        }
+    }
+
+    #[test]
     fn gitaly_down_is_framed_unavailable() {
         let kit = Kit::new("");
         kit.api.set_gitaly("tcp://127.0.0.1:1", "");
