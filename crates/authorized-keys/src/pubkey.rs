@@ -65,7 +65,7 @@ pub fn check(public_key: &str) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// Strict standard base64 (RFC 4648 §4) with padding; `None` for anything else.
+/// Strict standard base64 (RFC 4648, section 4) with padding; `None` for anything else.
 pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
     if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
