@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use test_support::procs;
+use test_support::real_gitaly::GitalyKind;
 use test_support::{ClientKey, Commit, Sandbox, Spawned, Sshd};
 
 const FIXTURE: &str = r#"
@@ -46,8 +47,10 @@ struct World {
 }
 
 /// A sandbox whose `group/big` holds ~54 MB of incompressible blobs.
-fn world(name: &str) -> World {
-    let mut builder = Sandbox::builder(name).fixture_yaml(FIXTURE);
+fn world(name: &str, kind: GitalyKind) -> World {
+    let mut builder = Sandbox::builder(name)
+        .fixture_yaml(FIXTURE)
+        .gitaly_kind(kind);
     let alice = builder.client_key("alice", 1, Some("alice"));
     let mut commit = Commit::new("main", "Large content\n", "LARGE.md", "noise\n");
     for i in 0..3u64 {
@@ -157,8 +160,8 @@ impl World {
     }
 }
 
-fn clone_cut_off(version: &str) -> Vec<(Duration, Duration)> {
-    let w = world(&format!("drop-clone-v{version}"));
+fn clone_cut_off(version: &str, kind: GitalyKind) -> Vec<(Duration, Duration)> {
+    let w = world(&format!("drop-clone-v{version}"), kind);
     let wrapper = w.stalling_ssh("read", 1 << 20);
     let work = w.sandbox.work_dir("clones");
     let mut times = Vec::new();
@@ -177,19 +180,23 @@ fn clone_cut_off(version: &str) -> Vec<(Duration, Duration)> {
 
 #[test]
 fn clone_v0_cut_off_leaves_nothing_behind() {
-    let times = clone_cut_off("0");
+    let times = clone_cut_off("0", GitalyKind::Dev);
     eprintln!("clone v0: (gitlab-shell gone, all gone) after {times:?}");
 }
 
 #[test]
 fn clone_v2_cut_off_leaves_nothing_behind() {
-    let times = clone_cut_off("2");
+    let times = clone_cut_off("2", GitalyKind::Dev);
     eprintln!("clone v2: (gitlab-shell gone, all gone) after {times:?}");
 }
 
 #[test]
 fn archive_cut_off_leaves_nothing_behind() {
-    let w = world("drop-archive");
+    archive_cut_off(GitalyKind::Dev);
+}
+
+fn archive_cut_off(kind: GitalyKind) {
+    let w = world("drop-archive", kind);
     let wrapper = w.stalling_ssh("read", 1 << 20);
     let work = w.sandbox.work_dir("archive");
     let mut times = Vec::new();
@@ -215,7 +222,11 @@ fn archive_cut_off_leaves_nothing_behind() {
 
 #[test]
 fn push_cut_off_leaves_nothing_behind() {
-    let w = world("drop-push");
+    push_cut_off(GitalyKind::Dev);
+}
+
+fn push_cut_off(kind: GitalyKind) {
+    let w = world("drop-push", kind);
     let git = w.sandbox.git();
     let work = w.sandbox.work_dir("push");
     let local = work.join("local.git");
@@ -233,4 +244,23 @@ fn push_cut_off_leaves_nothing_behind() {
     }
     assert_eq!(git.refs(&w.sandbox.repo_path("group/big")), before);
     eprintln!("push: (gitlab-shell gone, all gone) after {times:?}");
+}
+
+// The same on GitLab's Gitaly 16.11.6 (support/real-gitaly.sh): its git children run under the
+// sandbox's storage too, so the same checks apply.
+
+#[test]
+fn clone_v2_cut_off_leaves_nothing_behind_on_the_real_gitaly() {
+    let times = clone_cut_off("2", GitalyKind::Real);
+    eprintln!("real Gitaly, clone v2: (gitlab-shell gone, all gone) after {times:?}");
+}
+
+#[test]
+fn archive_cut_off_leaves_nothing_behind_on_the_real_gitaly() {
+    archive_cut_off(GitalyKind::Real);
+}
+
+#[test]
+fn push_cut_off_leaves_nothing_behind_on_the_real_gitaly() {
+    push_cut_off(GitalyKind::Real);
 }
