@@ -192,10 +192,11 @@ fn clone_v2_cut_off_leaves_nothing_behind() {
 
 #[test]
 fn archive_cut_off_leaves_nothing_behind() {
-    archive_cut_off(GitalyKind::Dev);
+    let times = archive_cut_off(GitalyKind::Dev);
+    eprintln!("archive: (gitlab-shell gone, all gone) after {times:?}");
 }
 
-fn archive_cut_off(kind: GitalyKind) {
+fn archive_cut_off(kind: GitalyKind) -> Vec<(Duration, Duration)> {
     let w = world("drop-archive", kind);
     let wrapper = w.stalling_ssh("read", 1 << 20);
     let work = w.sandbox.work_dir("archive");
@@ -217,15 +218,16 @@ fn archive_cut_off(kind: GitalyKind) {
         );
         times.push(w.cut_off(client, "upload-archive"));
     }
-    eprintln!("archive: (gitlab-shell gone, all gone) after {times:?}");
+    times
 }
 
 #[test]
 fn push_cut_off_leaves_nothing_behind() {
-    push_cut_off(GitalyKind::Dev);
+    let times = push_cut_off(GitalyKind::Dev);
+    eprintln!("push: (gitlab-shell gone, all gone) after {times:?}");
 }
 
-fn push_cut_off(kind: GitalyKind) {
+fn push_cut_off(kind: GitalyKind) -> Vec<(Duration, Duration)> {
     let w = world("drop-push", kind);
     let git = w.sandbox.git();
     let work = w.sandbox.work_dir("push");
@@ -243,7 +245,7 @@ fn push_cut_off(kind: GitalyKind) {
         times.push(w.cut_off(client, "receive-pack"));
     }
     assert_eq!(git.refs(&w.sandbox.repo_path("group/big")), before);
-    eprintln!("push: (gitlab-shell gone, all gone) after {times:?}");
+    times
 }
 
 // The same on GitLab's Gitaly 16.11.6 (support/real-gitaly.sh): its git children run under the
@@ -257,10 +259,12 @@ fn clone_v2_cut_off_leaves_nothing_behind_on_the_real_gitaly() {
 
 #[test]
 fn archive_cut_off_leaves_nothing_behind_on_the_real_gitaly() {
-    archive_cut_off(GitalyKind::Real);
+    let times = archive_cut_off(GitalyKind::Real);
+    eprintln!("real Gitaly, archive: (gitlab-shell gone, all gone) after {times:?}");
 }
 
 #[test]
 fn push_cut_off_leaves_nothing_behind_on_the_real_gitaly() {
-    push_cut_off(GitalyKind::Real);
+    let times = push_cut_off(GitalyKind::Real);
+    eprintln!("real Gitaly, push: (gitlab-shell gone, all gone) after {times:?}");
 }
