@@ -187,8 +187,10 @@ pub struct LogrusFormat {
 /// command"); the caller passes them as JSON text.
 const OBJECT_FIELDS: [&str; 1] = ["env"];
 
+/// The fields of one event (or span) as JSON values: numbers and booleans as such, everything
+/// else as text. Shared with gitlab-sshd's logger.
 #[derive(Default)]
-struct Fields(BTreeMap<String, Value>);
+pub struct Fields(pub BTreeMap<String, Value>);
 
 impl Fields {
     fn text(&mut self, field: &Field, value: String) {
@@ -233,7 +235,8 @@ impl Visit for Fields {
     }
 }
 
-fn level_name(level: &Level) -> &'static str {
+/// logrus's name of a level (`warning`, not `warn`).
+pub fn level_name(level: &Level) -> &'static str {
     match *level {
         Level::TRACE => "trace",
         Level::DEBUG => "debug",

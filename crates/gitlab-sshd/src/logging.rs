@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::Mutex;
 
+use gitlab_shell::logging::{Fields, level_name};
 use serde_json::Value;
-use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
@@ -33,41 +33,6 @@ pub struct JsonLayer {
     sink: Mutex<Sink>,
     text: bool,
     max: Level,
-}
-
-#[derive(Default)]
-struct Fields(BTreeMap<String, Value>);
-
-impl Visit for Fields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().to_owned(), Value::from(format!("{value:?}")));
-    }
-}
-
-fn level_name(level: &Level) -> &'static str {
-    match *level {
-        Level::TRACE => "trace",
-        Level::DEBUG => "debug",
-        Level::INFO => "info",
-        Level::WARN => "warning",
-        Level::ERROR => "error",
-    }
 }
 
 fn now_utc() -> String {
