@@ -11,10 +11,8 @@ pub struct Overrides {
     pub gitlab_url: Option<String>,
     /// `GITLAB_SHELL_SECRET`.
     pub secret: Option<String>,
-    /// `GITLAB_LOG_FORMAT`.
-    pub log_format: Option<String>,
-    /// `GITLAB_LOG_LEVEL`.
-    pub log_level: Option<String>,
+    /// `GITLAB_LOG_FORMAT` and `GITLAB_LOG_LEVEL`, read as every binary reads them.
+    pub log: gitlab_shell::logging::EnvOverrides,
 }
 
 impl Overrides {
@@ -28,8 +26,7 @@ impl Overrides {
         Overrides {
             gitlab_url: get("GITLAB_URL"),
             secret: get("GITLAB_SHELL_SECRET"),
-            log_format: get("GITLAB_LOG_FORMAT"),
-            log_level: get("GITLAB_LOG_LEVEL"),
+            log: gitlab_shell::logging::EnvOverrides::from_env(),
         }
     }
 
@@ -41,12 +38,7 @@ impl Overrides {
         if let Some(s) = &self.secret {
             config.secret = s.clone().into_bytes();
         }
-        if let Some(f) = &self.log_format {
-            config.log_format = f.clone();
-        }
-        if let Some(l) = &self.log_level {
-            config.log_level = l.clone();
-        }
+        self.log.apply(config);
     }
 }
 
@@ -61,8 +53,10 @@ mod tests {
         Overrides {
             gitlab_url: Some("http://y".into()),
             secret: Some("b".into()),
-            log_format: Some("text".into()),
-            log_level: None,
+            log: gitlab_shell::logging::EnvOverrides {
+                format: Some("text".into()),
+                level: None,
+            },
         }
         .apply(&mut c);
         assert_eq!(c.gitlab_url, "http://y");
