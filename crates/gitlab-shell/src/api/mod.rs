@@ -122,16 +122,6 @@ impl Target {
         }
     }
 
-    /// The URL for a path used exactly as given, without the `/api/v4/internal` prefix: the
-    /// Geo custom-action endpoints (behaviour §3.1, §6.1).
-    pub fn url_verbatim(&self, path: &str) -> String {
-        format!(
-            "{}/{}",
-            self.host().trim_end_matches('/'),
-            path.trim_start_matches('/')
-        )
-    }
-
     fn host(&self) -> &str {
         match self {
             Target::Tcp(h) => h,
@@ -418,19 +408,6 @@ impl Client {
     ) -> Result<Reply<T>, Error> {
         let json = serde_json::to_vec(body).map_err(|e| Error::Client(e.to_string()))?;
         let (status, body) = self.execute(Method::POST, path, Some(json))?;
-        decode(status, &body)
-    }
-
-    /// `POST` to a path used exactly as given (the Geo custom-action endpoints), otherwise like
-    /// [`Client::post`].
-    pub fn post_verbatim<B: Serialize, T: DeserializeOwned + Default>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<Reply<T>, Error> {
-        let json = serde_json::to_vec(body).map_err(|e| Error::Client(e.to_string()))?;
-        let url = self.inner.target.url_verbatim(path);
-        let (status, body) = self.execute_url(Method::POST, url, Some(json))?;
         decode(status, &body)
     }
 
