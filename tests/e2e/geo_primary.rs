@@ -114,7 +114,7 @@ impl Primary {
         let socket = dir.join("fcgiwrap.sock");
         let fcgiwrap = Server::start(
             "fcgiwrap",
-            &["-c", "2", "-s", &format!("unix:{}", socket.display())],
+            &["-s", &format!("unix:{}", socket.display())],
             &dir.join("fcgiwrap.log"),
         );
         let deadline = Instant::now() + Duration::from_secs(10);
