@@ -294,14 +294,15 @@ pub fn read_response(r: &mut impl Read) -> io::Result<Response> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
     use std::net::TcpListener;
     use std::time::Instant;
 
-    /// Reads one request (head and `Content-Length` body) from a test connection.
-    fn read_request(s: &mut impl Read) -> Vec<u8> {
+    /// Reads one request (head and `Content-Length` body) from a test connection; what arrived
+    /// so far when the connection ends or fails. Shared with `api::transport_tests`.
+    pub(crate) fn read_request(s: &mut impl Read) -> Vec<u8> {
         let mut seen = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
@@ -315,11 +316,10 @@ mod tests {
                     return seen;
                 }
             }
-            let n = s.read(&mut buf).unwrap();
-            if n == 0 {
-                return seen;
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return seen,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
             }
-            seen.extend_from_slice(&buf[..n]);
         }
     }
 

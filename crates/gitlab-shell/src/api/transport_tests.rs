@@ -10,26 +10,9 @@ use std::time::{Duration, Instant};
 use super::{Client, Error, allowed, authorized_keys, discover, personal_access_token};
 use crate::config::Config;
 
-/// Reads one request head and its `Content-Length` body.
+/// One request as text (the reader is shared with `http1`'s tests).
 fn read_request(s: &mut impl Read) -> String {
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
-            let len = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-            if seen.len() >= end + 4 + len {
-                return String::from_utf8_lossy(&seen).into_owned();
-            }
-        }
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return String::from_utf8_lossy(&seen).into_owned(),
-            Ok(n) => seen.extend_from_slice(&buf[..n]),
-        }
-    }
+    String::from_utf8_lossy(&super::http1::tests::read_request(s)).into_owned()
 }
 
 /// A server on 127.0.0.1 answering every connection with `answer(port)`; the requests it saw
