@@ -157,3 +157,17 @@ fn startup_errors_carry_detail() {
         run.stderr_str()
     );
 }
+
+#[test]
+fn an_invalid_topology_service_stops_start_up_with_gitlab_shells_text() {
+    // GitLab Shell 14.56.1 validates an enabled `topology_service` at config load (behaviour §2.3).
+    let s = sandbox(ApiTransport::Tcp, "");
+    s.write_config("topology_service:\n  enabled: true\n  address: localhost\n");
+    s.run(BIN, &[], &[], b"")
+        .assert_code(1)
+        .assert_stdout("")
+        .assert_stderr("Failed to read config, exiting: invalid topology_service config: topology_service.address must be in host:port format\n");
+    s.write_config("topology_service:\n  enabled: false\n  address: localhost\n");
+    s.run(BIN, &[], &[], b"")
+        .assert_stderr_lacks("topology_service");
+}
