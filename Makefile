@@ -1,15 +1,15 @@
 # The only entry point for developers and CI (.ci/run calls `make verify test`).
-# Tests and the test-support servers build in the release profile; the shipped binaries in bin/
-# are built once more in the `dist` profile (fat LTO, one codegen unit: less code touched per
-# start-up, so less memory and time per sshd call), and `make test` runs the suite against them.
+# One build profile (release) for everything: `make compile` copies the product binaries into
+# bin/, and `make test` runs the suite against exactly those (docs/architecture.md).
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := compile
 
 CARGO ?= cargo
 BINARIES := gitlab-shell gitlab-shell-authorized-keys-check gitlab-shell-authorized-principals-check gitlab-shell-check gitlab-shell-authorized-keys gitlab-sshd
-# the packages the shipped binaries come from
-PRODUCT_PACKAGES := -p gitlab-shell -p gitlab-shell-authorized-keys -p gitlab-sshd
+# The commit the binaries report with -version (crates/gitlab-shell/build.rs). Exported to every
+# cargo run, so compile, test and clippy agree on it and do not rebuild each other's output.
+export GITLAB_SHELL_COMMIT := $(shell git describe --always --dirty --abbrev=7 --exclude='*' 2>/dev/null)
 # tests take the product binaries from bin/ (what `make compile` ships), not target/release
 TEST_ENV := GITLAB_SHELL_TEST_BINARIES=bin
 # install: $(DESTDIR)$(PREFIX)/bin/<binary>, mode 755 (as GitLab Shell's `make install`), plus
@@ -27,14 +27,14 @@ GITLAB_SHELL_NEW_SECRET ?=
 
 .PHONY: compile build deps test e2e verify check demo clean install uninstall setup release
 
-## compile: the product binaries (BINARIES), `dist` profile, copied into bin/; plus the release
-## build of every workspace binary (the stub API and dev Gitaly that tests, demo and bench run)
+## compile: every workspace binary in the release profile (the product and the stub API and dev
+## Gitaly that tests, demo and bench run); the product binaries (BINARIES) are copied into bin/
 compile:
+	@echo "==> cargo build --release: every workspace binary (a cold build takes a few minutes;"
+	@echo "    cargo prints each crate as it compiles it)"
 	$(CARGO) build --release --locked --workspace --bins
-	GITLAB_SHELL_COMMIT="$$(git describe --always --dirty --abbrev=7 --exclude='*' 2>/dev/null || true)" \
-	  $(CARGO) build --profile dist --locked $(PRODUCT_PACKAGES) --bins
 	install -d bin
-	for b in $(BINARIES); do install -m755 "target/dist/$$b" "bin/$$b"; done
+	for b in $(BINARIES); do install -m755 "target/release/$$b" "bin/$$b"; done
 
 build: compile
 
@@ -59,16 +59,12 @@ verify:
 check: compile
 	bin/gitlab-shell-check
 
-## release: every workspace binary in the release profile (no fat LTO): what `make demo` runs
-release:
-	@echo "==> cargo build --release: every workspace binary (a cold build takes a few minutes;"
-	@echo "    cargo prints each crate as it compiles it)"
-	$(CARGO) build --release --locked --workspace --bins
+## release: the same build as compile (kept as a name for scripts that call it)
+release: compile
 
 ## demo: a real git clone and push through sshd, GitLab Shell, the stub API and the dev Gitaly
-## (release binaries from target/release: the demo does not need the fat-LTO dist build)
-demo: deps release
-	DEMO_BIN_DIR=target/release support/demo.sh
+demo: deps compile
+	support/demo.sh
 
 ## install: copy what `make compile` built (bin/) into $(DESTDIR)$(PREFIX)/bin (mode 755), VERSION
 ## and config.yml.example into $(DESTDIR)$(PREFIX), man pages into $(DESTDIR)$(MANDIR); no cargo

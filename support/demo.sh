@@ -4,7 +4,7 @@
 # `GITALY=real make demo` runs it on GitLab's own Gitaly 16.11.6 instead, built from Debian
 # packages by support/real-gitaly.sh (the first build takes a few minutes, then it is cached).
 #
-# Expects `make release` (or `make compile`) to have run (the Makefile's demo target does it). Prints every step and
+# Expects `make compile` to have run (the Makefile's demo target does it). Prints every step and
 # its output, then how to try it by hand. By default it stops everything and exits (so CI can run
 # it); with DEMO_KEEP=1 it keeps running until Ctrl-C. Everything it starts is stopped by PID.
 set -euo pipefail
@@ -13,8 +13,7 @@ cd "$(dirname "$0")/.."
 WS=$PWD
 REL=$WS/target/release
 PRODUCT=(gitlab-shell gitlab-shell-authorized-keys-check gitlab-shell-authorized-principals-check gitlab-shell-check)
-# Where the product binaries come from: bin/ (`make compile`, dist profile) or, for `make demo`,
-# target/release (no fat-LTO build needed for a first contact).
+# Where the product binaries come from: bin/ (`make compile`), or DEMO_BIN_DIR.
 BIN=${DEMO_BIN_DIR:-bin}
 
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
@@ -27,7 +26,7 @@ show() {
   "$@" 2>&1 | sed 's/^/    /'
 }
 
-for b in "${PRODUCT[@]}"; do [[ -x $BIN/$b ]] || die "$BIN/$b missing: run make release (or make compile)"; done
+for b in "${PRODUCT[@]}"; do [[ -x $BIN/$b ]] || die "$BIN/$b missing: run make compile"; done
 for b in stub-api dev-gitaly; do [[ -x $REL/$b ]] || die "$REL/$b missing: run make compile"; done
 GITALY=${GITALY:-dev}
 case $GITALY in

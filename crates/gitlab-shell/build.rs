@@ -64,8 +64,8 @@ fn main() {
         .map(|v| v.trim().to_owned())
         .unwrap_or_else(|_| env!("CARGO_PKG_VERSION").to_owned());
 
-    // The commit: GITLAB_SHELL_COMMIT when set (`make compile` sets it for the shipped `dist`
-    // build, so a new commit rebuilds those), else HEAD when this script runs, `-dirty` when the
+    // The commit: GITLAB_SHELL_COMMIT when set (the Makefile exports it to every cargo run, so a
+    // new commit rebuilds the shipped binaries), else HEAD when this script runs, `-dirty` when the
     // tracked files differ from it. This script reruns when the crate's sources change (not at
     // every commit: that would rebuild everything depending on this crate after each commit).
     println!("cargo:rerun-if-env-changed=GITLAB_SHELL_COMMIT");

@@ -48,7 +48,7 @@ pub fn bin_dir_override() -> Option<PathBuf> {
 }
 
 /// Environment variable that pins the product binaries to `<workspace>/bin` (set by `make test`,
-/// so the suite runs what `make compile` ships, built in the `dist` profile).
+/// so the suite runs exactly what `make compile` ships).
 pub const BINARIES_FROM: &str = "GITLAB_SHELL_TEST_BINARIES";
 
 /// Path of a built program: `<workspace>/bin/<name>` (what `make compile` installs) or
