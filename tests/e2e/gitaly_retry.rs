@@ -1,4 +1,4 @@
-//! `retry_config` from `/allowed` (GitLab Shell 14.46+, docs/gitaly.md §7) through real `git`
+//! `retry_config` from `/allowed` (GitLab Shell 14.46+, docs/gitaly.md §8) through real `git`
 //! and a real `sshd`: a clone succeeds because of the policy when Gitaly answers UNAVAILABLE
 //! once or drops the first connection (restarting), and fails with GitLab Shell's Unavailable
 //! message without it. (A Gitaly not listening yet at the first dial: the command-level test

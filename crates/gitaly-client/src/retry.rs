@@ -2,7 +2,7 @@
 //! config `retryPolicy` in JSON, e.g.
 //! `{"maxAttempts":4,"initialBackoff":"0.1s","maxBackoff":"1s","backoffMultiplier":2,
 //! "retryableStatusCodes":["UNAVAILABLE"]}`. GitLab Shell hands it to grpc-go; tonic has no
-//! service-config retries, so this client applies it itself (docs/gitaly.md §7): a call that
+//! service-config retries, so this client applies it itself (docs/gitaly.md §8): a call that
 //! failed with one of the policy's codes is made again, after the backoff, as long as it is not
 //! *committed* — no byte of its output has reached the user, Gitaly has not started a response
 //! (sent response headers), and all the stdin it consumed is still held for replay
