@@ -1,6 +1,7 @@
 //! The log lines of a push and of an internal-API error, read back from the log file after real
 //! `git` went through a real `sshd`, checked field by field against GitLab Shell 14.56.1's names
-//! (docs/behaviour.md §8.1, §12); and the git audit event of a real clone as the internal API
+//! (docs/behaviour.md §8.1, §12); an internal API answering with a redirect (refused, with
+//! GitLab Shell 14.55's message); and the git audit event of a real clone as the internal API
 //! receives it (docs/behaviour.md §3.4).
 #![expect(
     clippy::unwrap_used,
@@ -317,8 +318,19 @@ fn the_audit_event_of_a_real_clone_carries_the_key_id() {
         event["packfile_stats"]["wants"].as_i64().unwrap_or(0) >= 1,
         "{event}"
     );
-    // The debug line GitLab Shell 14.56.1 writes before sending it.
+    // The clone's own line: git asks for protocol v2 on fetches.
     let all = w.log_lines();
+    let clone = lines_of_process(
+        &all,
+        "executing git command",
+        "gl_project_path",
+        "group/audited".into(),
+    );
+    let exec = line(&clone, "executing git command");
+    assert_eq!(exec["git_protocol"], "version=2", "{exec}");
+    assert_eq!(exec["command"], "git-upload-pack", "{exec}");
+    assert_eq!(exec["gl_user_id"], 1, "{exec}");
+    // The debug line GitLab Shell 14.56.1 writes before sending it.
     let sent = line(&all, "sending git audit event");
     assert_keys(
         sent,
@@ -336,4 +348,40 @@ fn the_audit_event_of_a_real_clone_carries_the_key_id() {
     assert_eq!(sent["gl_repository"], "project-2");
     assert_eq!(sent["gl_user_name"], "alice");
     assert_eq!(sent["command"], "git-upload-pack");
+}
+
+#[test]
+fn a_redirecting_internal_api_is_refused_with_its_message_through_sshd() {
+    let w = world("redirect-sshd");
+    let work = w.sandbox.work_dir("clones");
+    for status in [301u16, 302, 307, 308] {
+        // Nothing listens there: a followed redirect would end as `Internal API unreachable`.
+        let location = format!("http://127.0.0.1:9/elsewhere/{status}");
+        w.sandbox.api().set_fault(
+            "/api/v4/internal/allowed",
+            test_support::stub_api::Fault::Response {
+                status,
+                headers: vec![("Location".into(), location.clone())],
+                body: Vec::new(),
+            },
+        );
+        let run = w.git(
+            &work,
+            &["clone", &w.url("group/repo"), &format!("r{status}")],
+        );
+        run.assert_code(128).assert_stderr_contains(format!(
+            "remote: \nremote: {}\nremote: \nremote: Internal API returned redirect ({status}) to \"{location}\"\nremote: \n",
+            "=".repeat(72)
+        ));
+        w.sandbox.api().clear_faults();
+        // A redirect is a failure of the system, not the user's: `Internal API error`.
+        let all = w.log_lines();
+        let lines = lines_of_process(&all, "Internal API error", "status", status.into());
+        let error = line(&lines, "Internal API error");
+        assert_http_line(error, "error", "/api/v4/internal/allowed", status);
+        assert_eq!(
+            line(&lines, "gitlab-shell: main: command execution failed")["error_message"],
+            format!("Internal API returned redirect ({status}) to \"{location}\"")
+        );
+    }
 }
