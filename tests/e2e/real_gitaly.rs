@@ -6,13 +6,13 @@
 //! Covered: clone (protocol v0 and v2), fetch, ls-remote, push accepted with the post-receive
 //! messages, push refused by `/allowed` in Gitaly's pre-receive hook, console messages,
 //! `git archive --remote`, a repository missing in the storage, Gitaly down and the wrong or a
-//! missing token, the Gitaly connection reset mid-clone and mid-push, pushes cut or killed
+//! missing token, a Gitaly restarting at the first dial (reached with `retry_config`), the Gitaly connection reset mid-clone and mid-push, pushes cut or killed
 //! mid-stream (refs unchanged, nothing left running), and git-lfs next to Gitaly's clone/push.
 
 use test_support::GitalyKind::{self, Real};
 use test_support::{Commit, Sandbox};
 
-use crate::{faults, git_over_ssh as g, lfs_transfer};
+use crate::{faults, git_over_ssh as g, gitaly_retry, lfs_transfer};
 
 #[test]
 fn clone_with_protocol_v2() {
@@ -67,6 +67,11 @@ fn push_cut_off_mid_stream_changes_nothing_and_leaves_no_git_behind() {
 #[test]
 fn gitaly_down_and_wrong_token() {
     faults::gitaly_down_and_wrong_token_on(Real);
+}
+
+#[test]
+fn a_gitaly_restarting_at_the_first_dial_is_reached_with_retry_config() {
+    gitaly_retry::a_gitaly_restarting_at_the_first_dial_on(Real);
 }
 
 #[test]

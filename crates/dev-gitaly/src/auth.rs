@@ -73,10 +73,21 @@ pub struct Interceptor {
     pub token: Option<String>,
     /// Log each refused request on stderr.
     pub log_refusals: bool,
+    /// How many more RPCs are answered UNAVAILABLE before anything else is looked at
+    /// ([`crate::Options::unavailable_first`]); shared by every connection.
+    pub unavailable_left: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl tonic::service::Interceptor for Interceptor {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        use std::sync::atomic::Ordering;
+        let refuse = self
+            .unavailable_left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        if refuse {
+            return Err(Status::unavailable("dev-gitaly: not ready yet"));
+        }
         let Some(token) = self.token.as_deref().filter(|t| !t.is_empty()) else {
             return Ok(req);
         };
@@ -103,6 +114,23 @@ mod tests {
     use tonic::Code;
 
     const NOW: i64 = 1_732_440_000;
+
+    #[test]
+    fn the_first_n_calls_are_unavailable() {
+        use tonic::service::Interceptor as _;
+        let mut interceptor = Interceptor {
+            token: None,
+            log_refusals: false,
+            unavailable_left: std::sync::Arc::new(2.into()),
+        };
+        let codes: Vec<Code> = (0..3)
+            .map(|_| match interceptor.call(Request::new(())) {
+                Ok(_) => Code::Ok,
+                Err(status) => status.code(),
+            })
+            .collect();
+        assert_eq!(codes, [Code::Unavailable, Code::Unavailable, Code::Ok]);
+    }
 
     #[test]
     fn accepts_within_29_seconds() {

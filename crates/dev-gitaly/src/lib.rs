@@ -81,6 +81,9 @@ pub struct Options {
     /// One line per RPC (and per refused token) on stderr; the `dev-gitaly serve` command turns
     /// it on (docs/trial.md).
     pub log_requests: bool,
+    /// Answers the first this many RPCs with UNAVAILABLE (no response headers, trailers only),
+    /// like a Gitaly that is restarting; default 0. Tests of `retry_config` use it.
+    pub unavailable_first: u32,
 }
 
 impl Options {
@@ -97,6 +100,7 @@ impl Options {
             upload_archive_negotiation_timeout: Duration::from_secs(60),
             hook_binary: None,
             log_requests: false,
+            unavailable_first: 0,
         }
     }
 }
@@ -177,6 +181,7 @@ impl DevGitaly {
         let interceptor = auth::Interceptor {
             token: options.token.clone(),
             log_refusals: options.log_requests,
+            unavailable_left: std::sync::Arc::new(options.unavailable_first.into()),
         };
         runtime.spawn(async move {
             // No router: the generated server answers unknown methods with Unimplemented.

@@ -4,21 +4,23 @@
 
 use crate::connection::{self, Connection, SidechannelStream};
 use crate::output::{self, Output};
+use crate::retry::{AttemptStdin, Committed, Replay};
 use crate::sidechannel::{self, Band, FramingError};
-use crate::stdin::{self, StdinError};
+use crate::stdin;
 use crate::{CallMeta, Error, RetryPolicy, Stdio, Target, address, metadata, proto};
+use futures::stream::{self, BoxStream, StreamExt};
 use proto::ssh_service_client::SshServiceClient;
 use std::future::Future;
-use std::io::Read;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Runs `body` on a fresh current-thread runtime (on its own thread, see [`output`]) after
-/// parsing the address and dialling; this thread writes the output.
+/// Runs the call on a fresh current-thread runtime (on its own thread, see [`output`]) after
+/// parsing the address; this thread writes the output. Each attempt dials afresh and runs
+/// `body`; a failed attempt is made again as the retry policy says, while it is not committed
+/// (see [`crate::retry`]).
 ///
 /// Cancellation (`io.cancel`, also set by a failed write) drops the dial or the body mid-way and
 /// then the whole runtime: every task on it goes (the tonic call, whose HTTP/2 stream is reset,
@@ -27,17 +29,19 @@ use tonic::{Request, Response, Status, Streaming};
 fn run<T, F, Fut>(t: &Target, io: Stdio<'_>, body: F) -> Result<T, Error>
 where
     T: Send,
-    F: FnOnce(Connection, Box<dyn Read + Send>, Output) -> Fut + Send,
+    F: Fn(Connection, AttemptStdin, Output, Committed) -> Fut + Send,
     Fut: Future<Output = Result<T, Error>>,
 {
     let address = address::parse(&t.address)?;
-    let retry = t.retry.clone().filter(RetryPolicy::retries_unavailable);
     let Stdio {
         stdin,
         stdout,
         stderr,
         cancel,
     } = io;
+    let (tx, rx) = mpsc::channel(stdin::CHANNEL_DEPTH);
+    let stdin_error = stdin::spawn(stdin, tx, |chunk| chunk);
+    let replay = Replay::new(rx, stdin_error.clone());
     let watched = cancel.clone();
     output::relay(stdout, stderr, &cancel, move |out| {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -48,45 +52,69 @@ where
             tokio::select! {
                 biased;
                 () = watched.cancelled() => Err(Error::cancelled()),
-                result = async {
-                    let dialled = tokio::time::Instant::now();
-                    let conn = dial_with_retries(&address, retry.as_ref()).await?;
-                    // A Gitaly that accepted and stays silent fails like a dial timeout.
-                    let heard = conn.heard.clone();
-                    tokio::select! {
-                        result = body(conn, stdin, out) => result,
-                        e = heard.unless_heard_by(dialled + connection::DIAL_TIMEOUT) => Err(e),
-                    }
-                } => result,
+                result = attempts(&address, t.retry.as_ref(), &replay, &out, &body) => result,
             }
         })
     })
+    .and_then(|value| match stdin_error.get() {
+        Some(e) => Err(Error::Stdin(e)),
+        None => Ok(value),
+    })
 }
 
-/// Dials, retrying a failed dial as `policy` says (only dials: nothing has reached the client
-/// yet and nothing was read from it).
-async fn dial_with_retries(
+/// Makes the call's attempts: dial, `body`, and on a failure the policy retries, the backoff
+/// and the next attempt, unless output already went out, Gitaly began its response or the
+/// consumed stdin cannot be replayed.
+async fn attempts<T, F, Fut>(
     address: &address::Address,
     policy: Option<&RetryPolicy>,
-) -> Result<Connection, Error> {
+    replay: &Replay,
+    out: &Output,
+    body: &F,
+) -> Result<T, Error>
+where
+    F: Fn(Connection, AttemptStdin, Output, Committed) -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
     let mut attempt = 1;
     loop {
-        match connection::connect(address).await {
-            Ok(conn) => return Ok(conn),
-            Err(e) => match policy {
-                Some(p) if attempt < p.max_attempts => {
-                    let wait = p.backoff(attempt);
-                    tracing::info!(
-                        attempt,
-                        wait_ms = wait.as_millis() as u64,
-                        "dialling Gitaly failed; retrying as retry_config says"
-                    );
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                _ => return Err(e),
-            },
+        let committed = Committed::default();
+        let result = async {
+            let dialled = tokio::time::Instant::now();
+            let conn = connection::connect(address).await?;
+            // A Gitaly that accepted and stays silent fails like a dial timeout.
+            let heard = conn.heard.clone();
+            let stdin = replay.attempt().await;
+            tokio::select! {
+                result = body(conn, stdin, out.clone(), committed.clone()) => result,
+                e = heard.unless_heard_by(dialled + connection::DIAL_TIMEOUT) => Err(e),
+            }
         }
+        .await;
+        let error = match result {
+            Ok(value) => return Ok(value),
+            Err(e) => e,
+        };
+        let Some(policy) = policy.filter(|p| attempt < p.max_attempts && p.retries(&error)) else {
+            return Err(error);
+        };
+        if out.started() || committed.get() || !replay.replayable().await {
+            tracing::debug!(
+                attempt,
+                error_message = %error,
+                "Gitaly call failed after it began answering; not retried"
+            );
+            return Err(error);
+        }
+        let wait = policy.backoff(attempt);
+        tracing::info!(
+            attempt,
+            wait_ms = wait.as_millis() as u64,
+            error_message = %error,
+            "Gitaly call failed; retrying as retry_config says"
+        );
+        tokio::time::sleep(wait).await;
+        attempt += 1;
     }
 }
 
@@ -125,36 +153,41 @@ impl StdResponse for proto::SshUploadArchiveResponse {
     }
 }
 
-/// The bidi loop: first message queued before the call, stdin chunks after it, then CloseSend;
-/// responses relayed until the stream ends.
+/// The bidi loop: the first message, then stdin chunks, then CloseSend; responses relayed
+/// until the stream ends. The attempt is committed once Gitaly sends response headers (it
+/// has begun answering; grpc-go's rule).
 async fn bidi<Req, Resp, Call, Fut>(
     conn: Connection,
     request: Request<Req>,
     wrap: fn(Vec<u8>) -> Req,
-    stdin: Box<dyn Read + Send>,
+    stdin: AttemptStdin,
     out: Output,
+    committed: Committed,
     call: Call,
 ) -> Result<Option<i32>, Error>
 where
     Req: Send + 'static,
     Resp: StdResponse,
-    Call: FnOnce(SshServiceClient<Channel>, Request<ReceiverStream<Req>>) -> Fut,
+    Call: FnOnce(SshServiceClient<Channel>, Request<BoxStream<'static, Req>>) -> Fut,
     Fut: Future<Output = Result<Response<Streaming<Resp>>, Status>>,
 {
     let (metadata, extensions, first) = request.into_parts();
-    let (tx, rx) = mpsc::channel(stdin::CHANNEL_DEPTH);
     // tonic resolves the call only once response headers arrive, and Gitaly sends none before it
-    // has read the first message: it must be queued before awaiting (gitaly.md §2.5).
-    tx.try_send(first)
-        .map_err(|e| Error::Local(format!("queueing the first request: {e}")))?;
-    let stdin_error = stdin::spawn(stdin, tx, wrap);
-    let request = Request::from_parts(metadata, extensions, ReceiverStream::new(rx));
+    // has read the first message: it must be ready before awaiting (gitaly.md §2.5).
+    let chunks = stream::unfold(stdin, move |mut stdin| async move {
+        stdin.next().await.map(|chunk| (wrap(chunk), stdin))
+    });
+    let messages = stream::once(std::future::ready(first))
+        .chain(chunks)
+        .boxed();
+    let request = Request::from_parts(metadata, extensions, messages);
 
     let client = SshServiceClient::new(conn.channel);
     let mut responses = call(client, request)
         .await
         .map_err(|s| Error::from_status(&s))?
         .into_inner();
+    committed.set();
     let mut exit_status = None;
     loop {
         match responses.message().await {
@@ -170,9 +203,6 @@ where
             Err(status) => return Err(Error::from_status(&status)),
         }
     }
-    if let Some(e) = stdin_error.get() {
-        return Err(Error::Stdin(e));
-    }
     Ok(exit_status)
 }
 
@@ -182,17 +212,17 @@ pub(crate) fn receive_pack(
     r: proto::SshReceivePackRequest,
     io: Stdio,
 ) -> Result<Option<i32>, Error> {
-    let request = request_with_meta(r, t, m, "git-receive-pack", None);
-    run(t, io, |conn, stdin, out| {
+    run(t, io, |conn, stdin, out, committed| {
         bidi(
             conn,
-            request,
+            request_with_meta(r.clone(), t, m, "git-receive-pack", None),
             |stdin| proto::SshReceivePackRequest {
                 stdin,
                 ..Default::default()
             },
             stdin,
             out,
+            committed,
             |mut client, req| async move { client.ssh_receive_pack(req).await },
         )
     })
@@ -204,17 +234,17 @@ pub(crate) fn upload_archive(
     r: proto::SshUploadArchiveRequest,
     io: Stdio,
 ) -> Result<Option<i32>, Error> {
-    let request = request_with_meta(r, t, m, "git-upload-archive", None);
-    run(t, io, |conn, stdin, out| {
+    run(t, io, |conn, stdin, out, committed| {
         bidi(
             conn,
-            request,
+            request_with_meta(r.clone(), t, m, "git-upload-archive", None),
             |stdin| proto::SshUploadArchiveRequest {
                 stdin,
                 ..Default::default()
             },
             stdin,
             out,
+            committed,
             |mut client, req| async move { client.ssh_upload_archive(req).await },
         )
     })
@@ -229,11 +259,11 @@ pub(crate) fn upload_pack(
     r: proto::SshUploadPackWithSidechannelRequest,
     io: Stdio,
 ) -> Result<Option<proto::PackfileNegotiationStatistics>, Error> {
-    run(t, io, |conn, stdin, out| async move {
+    // The sidechannel is outside gRPC: the attempt is committed by the output it carries.
+    let r = &r;
+    run(t, io, |conn, stdin, out, _committed| async move {
         let (id, mut waiter) = conn.registry.register();
-        let request = request_with_meta(r, t, m, "git-upload-pack", Some(id));
-        let (tx, rx) = mpsc::channel(stdin::CHANNEL_DEPTH);
-        let stdin_error = stdin::spawn(stdin, tx, |chunk| chunk);
+        let request = request_with_meta(r.clone(), t, m, "git-upload-pack", Some(id));
 
         let mut client = SshServiceClient::new(conn.channel);
         let mut rpc =
@@ -255,7 +285,7 @@ pub(crate) fn upload_pack(
                 // A sidechannel accepted just before the response still counts.
                 let outcome = rpc_result(joined);
                 return match waiter.try_recv() {
-                    Ok(stream) => finish_proxy(proxy(stream, rx, stdin_error, out), outcome).await,
+                    Ok(stream) => finish_proxy(proxy(stream, stdin, out), outcome).await,
                     Err(_) => outcome.and(Err(Error::Sidechannel(CALLBACK_DID_NOT_RUN.to_owned()))),
                 };
             }
@@ -266,7 +296,7 @@ pub(crate) fn upload_pack(
                 .and(Err(Error::Sidechannel(CALLBACK_DID_NOT_RUN.to_owned())));
         };
 
-        let proxy = proxy(stream, rx, stdin_error, out);
+        let proxy = proxy(stream, stdin, out);
         tokio::pin!(proxy);
         tokio::select! {
             proxied = &mut proxy => {
@@ -302,15 +332,15 @@ async fn finish_proxy<T>(
 /// packets into stdout/stderr until the server closes the stream. Does not wait for local stdin.
 async fn proxy(
     stream: SidechannelStream,
-    mut stdin_rx: mpsc::Receiver<Vec<u8>>,
-    stdin_error: StdinError,
+    mut stdin: AttemptStdin,
     out: Output,
 ) -> Result<(), Error> {
+    let stdin_error = stdin.error();
     let (mut reader, mut writer) = tokio::io::split(stream);
     let writer_error = stdin_error.clone();
     let mut writer_task = tokio::spawn(async move {
         let mut frames = Vec::with_capacity(stdin::STDIN_CHUNK + 16);
-        while let Some(chunk) = stdin_rx.recv().await {
+        while let Some(chunk) = stdin.next().await {
             frames.clear();
             sidechannel::encode_frames(&chunk, &mut frames);
             writer.write_all(&frames).await?;

@@ -105,11 +105,15 @@ impl Error {
 
 /// A status tonic made up locally from a broken connection (it carries the transport error as
 /// its source; statuses sent by Gitaly never do). grpc-go reports a lost connection as
-/// `Unavailable`, while tonic says `Unknown`/`Internal` ("h2 protocol error: …"), and `Internal`
-/// would otherwise be silent.
+/// `Unavailable`, while tonic says `Unknown`/`Internal` ("h2 protocol error: …") or, for a
+/// connection closed under a pending call, `Cancelled` ("operation was canceled"); `Internal`
+/// would otherwise be silent. (A call cancelled on purpose is [`Error::cancelled`], never a
+/// converted status.)
 fn is_transport_failure(status: &tonic::Status) -> bool {
-    matches!(status.code(), tonic::Code::Unknown | tonic::Code::Internal)
-        && std::error::Error::source(status).is_some()
+    matches!(
+        status.code(),
+        tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled
+    ) && std::error::Error::source(status).is_some()
 }
 
 /// grpc-go's `codes.Code.String()` names (tonic's differ: `Ok`, `Cancelled`).
@@ -291,6 +295,16 @@ mod tests {
         assert_eq!(
             shown(&Status::unknown("boom")),
             "rpc error: code = Unknown desc = boom"
+        );
+        // hyper's "operation was canceled" for a connection closed under the call.
+        let mut closed = Status::cancelled("operation was canceled");
+        closed.set_source(std::sync::Arc::new(std::io::Error::other(
+            "connection closed",
+        )));
+        assert_eq!(Error::from_status(&closed), Error::unavailable(false));
+        assert_eq!(
+            shown(&Status::cancelled("user canceled the push")),
+            "rpc error: code = Canceled desc = user canceled the push"
         );
     }
 

@@ -9,7 +9,7 @@
 //! made from inside an async runtime.
 
 pub use gitaly_proto as proto;
-pub use retry::RetryPolicy;
+pub use retry::{REPLAY_LIMIT, RetryPolicy};
 pub use tokio_util::sync::CancellationToken;
 
 pub mod address;
@@ -36,7 +36,7 @@ pub struct Target {
     pub address: String,
     /// Shared secret for the v2 token; empty means no `authorization` header.
     pub token: String,
-    /// How a failed dial is retried ([`RetryPolicy`]); `None`: never.
+    /// How a failed call is retried ([`RetryPolicy`]); `None`: never.
     pub retry: Option<RetryPolicy>,
 }
 

@@ -13,6 +13,8 @@
 
 use crate::Error;
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +30,11 @@ enum Chunk {
 
 /// The runtime side: queues bytes for the caller's stdout/stderr.
 #[derive(Clone)]
-pub(crate) struct Output(mpsc::Sender<Chunk>);
+pub(crate) struct Output {
+    tx: mpsc::Sender<Chunk>,
+    /// Set with the first byte queued: from then on the call may not be retried.
+    started: Arc<AtomicBool>,
+}
 
 impl Output {
     /// Queues git's stdout bytes (never empty ones).
@@ -41,6 +47,11 @@ impl Output {
         self.send(Chunk::Stderr(data)).await
     }
 
+    /// Whether any byte has been queued for the user (it may already have been written).
+    pub(crate) fn started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
     async fn send(&self, chunk: Chunk) -> Result<(), Error> {
         let empty = match &chunk {
             Chunk::Stdout(d) | Chunk::Stderr(d) => d.is_empty(),
@@ -48,8 +59,9 @@ impl Output {
         if empty {
             return Ok(());
         }
+        self.started.store(true, Ordering::Release);
         // The writer only goes away after a write error, which the caller reports instead.
-        self.0
+        self.tx
             .send(chunk)
             .await
             .map_err(|_| Error::Local("output closed".to_owned()))
@@ -73,7 +85,12 @@ where
     std::thread::scope(|scope| {
         let handle = std::thread::Builder::new()
             .name("gitaly-call".into())
-            .spawn_scoped(scope, move || call(Output(tx)))
+            .spawn_scoped(scope, move || {
+                call(Output {
+                    tx,
+                    started: Arc::default(),
+                })
+            })
             .map_err(|e| Error::Local(format!("failed to start the Gitaly call thread: {e}")))?;
         let mut write_error = None;
         let (mut stdout_dirty, mut stderr_dirty) = (false, false);

@@ -147,6 +147,25 @@ impl Svc {
     fn update(&self, index: usize, f: impl FnOnce(&mut Seen)) {
         f(&mut self.seen.lock().unwrap()[index]);
     }
+
+    /// `flaky:<mode>` is `<mode>` on every call but the first with that path, which fails
+    /// UNAVAILABLE before any response (a Gitaly restarting or shedding load). Returns the mode
+    /// to serve and whether this call must fail.
+    fn flaky(&self, relative_path: &str) -> (String, bool) {
+        match relative_path.strip_prefix("flaky:") {
+            Some(mode) => {
+                let calls = self
+                    .seen
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|s| s.relative_path == relative_path)
+                    .count();
+                (mode.to_owned(), calls <= 1)
+            }
+            None => (relative_path.to_owned(), false),
+        }
+    }
 }
 
 /// Reads client → server sidechannel frames until the flush; returns the data and frame sizes.
@@ -217,6 +236,10 @@ impl SshService for Svc {
             seen: self.seen.clone(),
             index,
         };
+        let (mode, fail) = self.flaky(&mode);
+        if fail {
+            return Err(Status::unavailable("restarting"));
+        }
 
         match mode.as_str() {
             "unavailable" => return Err(Status::unavailable("connection refused by a test")),
@@ -282,6 +305,13 @@ impl SshService for Svc {
             "badband" => {
                 stream.write_all(b"0006\x03x").await.map_err(io_err)?;
                 Ok(())
+            }
+            // Output first, then UNAVAILABLE (a Gitaly going away mid-clone).
+            "partial" => {
+                write_band(&mut stream, 1, b"0032partial ref advertisement\n")
+                    .await
+                    .map_err(io_err)?;
+                Err(Status::unavailable("shutting down"))
             }
             // Like pack-objects on a big repository: output without end; blocks once the
             // client stops reading (its window is full), until the client cancels.
@@ -367,17 +397,27 @@ impl SshService for Svc {
         if first.gl_id.is_empty() {
             return Err(Status::invalid_argument("empty GlId"));
         }
-        let mode = first.repository.clone().unwrap_or_default().relative_path;
+        let path = first.repository.clone().unwrap_or_default().relative_path;
         let index = self.record(Seen {
             rpc: "receive-pack",
             metadata,
-            relative_path: mode.clone(),
+            relative_path: path.clone(),
             gl_id: first.gl_id,
             gl_repository: first.gl_repository,
             gl_username: first.gl_username,
             git_protocol: first.git_protocol,
             ..Seen::default()
         });
+        let (mode, fail) = self.flaky(&path);
+        if fail {
+            // Reads all the client sends, then fails before any response: trailers only.
+            let mut sizes = Vec::new();
+            while let Some(Ok(message)) = incoming.next().await {
+                sizes.push(message.stdin.len());
+            }
+            self.update(index, |s| s.chunks = sizes);
+            return Err(Status::unavailable("restarting"));
+        }
         let (tx, rx) = mpsc::channel(4);
         if mode == "silent" {
             // Reads stdin, then says nothing; the response stream is dropped only when the
@@ -1398,4 +1438,111 @@ fn a_silent_tcp_gitaly_and_a_tls_black_hole_give_up_after_20_seconds() {
         eprintln!("{scheme}: gave up after {took:?}");
     }
     server.join().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// retry_config
+// ---------------------------------------------------------------------------------------------
+
+/// `target` with GitLab's usual retry policy (short backoffs) for the given codes.
+fn with_policy(target: Target, codes: &str) -> Target {
+    let json = format!(
+        r#"{{"maxAttempts":3,"initialBackoff":"0.2s","maxBackoff":"1s","backoffMultiplier":2,"retryableStatusCodes":[{codes}]}}"#
+    );
+    Target {
+        retry: Some(gitaly_client::RetryPolicy::from_json(&json).unwrap()),
+        ..target
+    }
+}
+
+#[test]
+fn an_unavailable_answer_before_any_output_is_retried_with_retry_config() {
+    let server = TestGitaly::start(Listen::Tcp, Some(TOKEN));
+    let data = b"0032want 0000000000000000000000000000000000000000\n00000009done\n".to_vec();
+    let started = std::time::Instant::now();
+    let (result, out) = upload_pack(
+        &with_policy(server.target(), r#""UNAVAILABLE""#),
+        "flaky:echo",
+        Box::new(Cursor::new(data.clone())),
+    );
+    result.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "the backoff"
+    );
+    assert_eq!(out.stdout, data);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2, "one failed call and its retry");
+    assert_eq!(seen[1].chunks.iter().sum::<usize>(), data.len());
+
+    // Without a policy, or with one that does not list UNAVAILABLE: the first answer stands.
+    for target in [
+        server.target(),
+        with_policy(server.target(), r#""ABORTED""#),
+    ] {
+        let server = TestGitaly::start(Listen::Tcp, Some(TOKEN));
+        let target = Target {
+            address: server.address.clone(),
+            ..target
+        };
+        let (result, out) = upload_pack(&target, "flaky:echo", Box::new(Cursor::new(data.clone())));
+        assert_eq!(result.unwrap_err().to_string(), UNAVAILABLE);
+        assert!(out.stdout.is_empty() && out.stderr.is_empty());
+        assert_eq!(server.seen().len(), 1);
+    }
+}
+
+#[test]
+fn a_retried_receive_pack_replays_the_stdin_the_failed_call_consumed() {
+    let server = TestGitaly::start(Listen::Unix, Some(TOKEN));
+    let data = noise(100 * 1024);
+    let target = with_policy(server.target(), r#""UNAVAILABLE""#);
+    let (result, out) = receive_pack(&target, "flaky:echo", data.clone());
+    assert_eq!(result, Ok(None));
+    assert!(out.stdout == data, "the retry saw the whole stdin again");
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].chunks.iter().sum::<usize>(), data.len());
+    assert_eq!(seen[1].chunks.iter().sum::<usize>(), data.len());
+}
+
+#[test]
+fn stdin_beyond_the_replay_buffer_commits_the_call() {
+    let server = TestGitaly::start(Listen::Unix, Some(TOKEN));
+    let data = noise(gitaly_client::REPLAY_LIMIT + 1);
+    let target = with_policy(server.target(), r#""UNAVAILABLE""#);
+    let (result, out) = receive_pack(&target, "flaky:echo", data);
+    assert_eq!(result.unwrap_err().to_string(), UNAVAILABLE);
+    assert!(out.stdout.is_empty());
+    assert_eq!(server.seen().len(), 1, "not retried: the stdin is gone");
+}
+
+#[test]
+fn nothing_is_retried_once_output_reached_the_user() {
+    let server = TestGitaly::start(Listen::Tcp, Some(TOKEN));
+    let target = with_policy(server.target(), r#""UNAVAILABLE""#);
+    let (result, out) = upload_pack(&target, "partial", Box::new(Cursor::new(Vec::new())));
+    assert_eq!(result.unwrap_err().to_string(), UNAVAILABLE);
+    assert_eq!(out.stdout, b"0032partial ref advertisement\n");
+    assert_eq!(server.seen().len(), 1, "the server saw exactly one call");
+
+    // A connection lost after some output (UNAVAILABLE too): not retried either.
+    let server = TestGitaly::start(Listen::Tcp, Some(TOKEN));
+    let target = with_policy(server.target(), r#""UNAVAILABLE""#);
+    let (result, out) = receive_pack(&target, "crash", Vec::new());
+    assert_eq!(result.unwrap_err().to_string(), UNAVAILABLE);
+    assert_eq!(out.stdout, b"partial");
+    assert_eq!(server.seen().len(), 1);
+}
+
+#[test]
+fn retries_stop_at_max_attempts() {
+    let server = TestGitaly::start(Listen::Tcp, Some(TOKEN));
+    let target = with_policy(server.target(), r#""UNAVAILABLE""#);
+    let started = std::time::Instant::now();
+    let (result, _) = upload_pack(&target, "unavailable", Box::new(Cursor::new(Vec::new())));
+    assert_eq!(result.unwrap_err().to_string(), UNAVAILABLE);
+    assert_eq!(server.seen().len(), 3, "maxAttempts 3");
+    // Backoffs of 0.2 s and 0.4 s.
+    assert!(started.elapsed() >= Duration::from_millis(600));
 }

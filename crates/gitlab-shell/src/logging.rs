@@ -20,6 +20,7 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::Config;
@@ -60,6 +61,18 @@ pub fn parse_level(s: &str) -> Level {
         "error" | "fatal" | "panic" => Level::ERROR,
         _ => Level::INFO,
     }
+}
+
+/// Which events reach the log file: this project's own at `level`; those of the libraries
+/// underneath (hyper, h2, tonic, reqwest, …) only from `warn` up. At debug level the libraries
+/// narrate every HTTP/2 frame, lines GitLab Shell never writes.
+pub fn event_filter(level: Level) -> tracing_subscriber::filter::Targets {
+    tracing_subscriber::filter::Targets::new()
+        .with_default(level.min(Level::WARN))
+        // A prefix: also the binaries (`gitlab_shell_check`, …).
+        .with_target("gitlab_shell", level)
+        .with_target("gitaly_client", level)
+        .with_target("pktline", level)
 }
 
 /// Where the one syslog message about an unusable log file goes.
@@ -131,11 +144,13 @@ pub fn configure_with_syslog(config: &Config, correlation_id: &str, syslog: &Pat
         format: Format::from_config(&config.log_format),
         correlation_id: correlation_id.to_owned(),
     };
+    let level = parse_level(&config.log_level);
     let subscriber = tracing_subscriber::fmt()
-        .with_max_level(parse_level(&config.log_level))
+        .with_max_level(level)
         .with_writer(Arc::new(file))
         .event_format(formatter)
-        .finish();
+        .finish()
+        .with(event_filter(level));
     let active = tracing::subscriber::set_global_default(subscriber).is_ok();
     LogGuard { active }
 }
@@ -323,6 +338,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn library_debug_lines_stay_out_of_the_log() {
+        let debug = event_filter(Level::DEBUG);
+        assert!(debug.would_enable("gitlab_shell::command::git", &Level::DEBUG));
+        assert!(debug.would_enable("gitlab_shell_check", &Level::DEBUG));
+        assert!(debug.would_enable("gitaly_client::calls", &Level::DEBUG));
+        assert!(!debug.would_enable("h2::codec::framed_write", &Level::DEBUG));
+        assert!(!debug.would_enable("hyper_util::client", &Level::INFO));
+        assert!(debug.would_enable("h2::proto", &Level::WARN));
+        let error = event_filter(Level::ERROR);
+        assert!(!error.would_enable("h2::proto", &Level::WARN));
+        assert!(!error.would_enable("gitlab_shell::api", &Level::INFO));
+    }
 
     #[test]
     fn an_unusable_log_file_is_reported_to_syslog_only() {

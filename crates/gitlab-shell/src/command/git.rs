@@ -240,6 +240,37 @@ mod log_tests {
             .collect()
     }
 
+    /// The keys of a line, sorted.
+    fn keys(line: &Value) -> Vec<&str> {
+        let mut keys: Vec<&str> = line
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        keys.sort_unstable();
+        keys
+    }
+
+    #[test]
+    fn a_malformed_retry_config_is_logged_at_error_and_ignored() {
+        let kit = Kit::new("").with_gitaly();
+        kit.api.update_fixture(|f| {
+            for p in &mut f.projects {
+                p.retry_config = Some(serde_json::json!({"maxAttempts": "many"}));
+            }
+        });
+        let lines = logged(|| {
+            let run = kit.run(alice(), "git-upload-pack group/repo.git", b"0000");
+            assert_eq!(
+                run.status, 0,
+                "ignored: the call goes ahead: {}",
+                run.stderr
+            );
+        });
+        let bad = find(&lines, "failed to unmarshal retry policy");
+        assert_eq!(bad["level"], "error");
+        assert!(bad["error_message"].is_string(), "{bad}");
+    }
+
     fn find<'a>(lines: &'a [Value], msg: &str) -> &'a Value {
         lines
             .iter()
@@ -257,17 +288,61 @@ mod log_tests {
             assert_eq!(run.status, 1);
         });
         let http = find(&lines, "Finished HTTP request");
+        assert_eq!(
+            keys(http),
+            [
+                "content_length_bytes",
+                "correlation_id",
+                "duration_s",
+                "level",
+                "method",
+                "msg",
+                "status",
+                "time",
+                "url"
+            ]
+        );
+        assert_eq!(http["level"], "info");
+        assert_eq!(http["method"], "POST");
+        assert_eq!(http["status"], 200);
+        assert!(http["content_length_bytes"].as_i64() > Some(0), "{http}");
+        assert!(
+            http["url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with("/api/v4/internal/allowed")),
+            "{http}"
+        );
         assert!(http["duration_s"].is_f64(), "{http}");
-        assert!(http.get("duration_ms").is_none(), "{http}");
         let exec = find(&lines, "executing git command");
+        assert_eq!(
+            keys(exec),
+            [
+                "command",
+                "correlation_id",
+                "git_protocol",
+                "gl_key_id",
+                "gl_key_type",
+                "gl_project_path",
+                "gl_repository",
+                "gl_user_id",
+                "gl_user_name",
+                "level",
+                "msg",
+                "remote_ip",
+                "time"
+            ]
+        );
+        assert_eq!(exec["level"], "info");
         assert_eq!(exec["gl_user_id"], 1, "{exec}");
         assert_eq!(exec["gl_user_name"], "alice");
         assert_eq!(exec["gl_key_id"], 1);
+        assert_eq!(exec["gl_key_type"], "key");
+        assert_eq!(exec["gl_project_path"], "group/audited");
+        assert_eq!(exec["gl_repository"], "project-8");
+        assert_eq!(exec["git_protocol"], "");
+        assert_eq!(exec["remote_ip"], "192.0.2.10");
         assert_eq!(exec["command"], "git-upload-pack");
-        assert!(
-            exec.get("user_id").is_none() && exec.get("username").is_none(),
-            "{exec}"
-        );
+        assert_eq!(exec["correlation_id"], "c");
         let audit = find(&lines, "sending git audit event");
         assert_eq!(audit["level"], "debug");
         assert_eq!(audit["gl_repository"], "project-8");
@@ -275,8 +350,12 @@ mod log_tests {
         assert_eq!(audit["gl_key_type"], "key");
         // The unknown project: a 404 is the user's problem, logged at info.
         let client = find(&lines, "Internal API returned a client error");
+        assert_eq!(keys(client), keys(http), "the same fields as a success");
         assert_eq!(client["level"], "info");
         assert_eq!(client["status"], 404);
+        assert_eq!(client["method"], "POST");
+        assert!(client["duration_s"].is_f64(), "{client}");
+        assert_eq!(client["url"], http["url"]);
         let failed = find(&lines, "gitlab-shell: main: command execution failed");
         assert!(
             failed["error_message"]
@@ -285,7 +364,18 @@ mod log_tests {
                 .contains("could not be found"),
             "{failed}"
         );
-        assert!(failed.get("error").is_none(), "{failed}");
+        assert_eq!(failed["level"], "warning");
+        assert_eq!(
+            keys(failed),
+            [
+                "command",
+                "correlation_id",
+                "error_message",
+                "level",
+                "msg",
+                "time"
+            ]
+        );
         assert!(
             lines.iter().all(|l| l["msg"] != "Internal API error"),
             "{lines:#?}"
