@@ -50,7 +50,7 @@ where
                 () = watched.cancelled() => Err(Error::cancelled()),
                 result = async {
                     let dialled = tokio::time::Instant::now();
-                    let conn = dial_with_retries(&address, retry.as_ref()).await?;
+                    let conn = dial_with_retries(&address, &t.trust, retry.as_ref()).await?;
                     // A Gitaly that accepted and stays silent fails like a dial timeout.
                     let heard = conn.heard.clone();
                     tokio::select! {
@@ -67,11 +67,12 @@ where
 /// yet and nothing was read from it).
 async fn dial_with_retries(
     address: &address::Address,
+    trust: &tls_trust::Trust,
     policy: Option<&RetryPolicy>,
 ) -> Result<Connection, Error> {
     let mut attempt = 1;
     loop {
-        match connection::connect(address).await {
+        match connection::connect(address, trust).await {
             Ok(conn) => return Ok(conn),
             Err(e) => match policy {
                 Some(p) if attempt < p.max_attempts => {

@@ -325,7 +325,7 @@ impl Client {
         if !query.is_empty() {
             let encoded: Vec<String> = query
                 .iter()
-                .map(|(k, v)| format!("{k}={}", super::query_escape(v)))
+                .map(|(k, v)| format!("{k}={}", super::go_escape::query_escape(v)))
                 .collect();
             url.push('?');
             url.push_str(&encoded.join("&"));
@@ -387,7 +387,7 @@ fn with_headers(mut req: RequestBuilder, headers: &BTreeMap<String, String>) -> 
 fn parse<T: serde::de::DeserializeOwned + Default>(resp: Response) -> Result<T, Error> {
     let bytes = resp.bytes().map_err(|_| Error::Parse)?;
     // Go's rules for nulls and non-objects, as for the internal API (docs/api-json.md).
-    super::go_json(&bytes).map_err(|()| Error::Parse)
+    super::json::go_json(&bytes).map_err(|()| Error::Parse)
 }
 
 #[cfg(test)]
