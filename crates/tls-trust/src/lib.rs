@@ -1,8 +1,9 @@
 //! Which certificates GitLab Shell trusts, and the rustls client configuration built from them.
-//! Both TLS clients use it: the internal-API client for `https://` (GitLab Shell
-//! `client/httpclient.go`) and the Gitaly client for `tls://` (Gitaly `client/dial.go`).
+//! Every TLS client of the product uses it: the internal-API client for `https://` (GitLab
+//! Shell `client/httpclient.go`), the Gitaly client for `tls://` (Gitaly `client/dial.go`), and
+//! the Geo primary and Git LFS clients (Go's default HTTP client, i.e. the system pool).
 //!
-//! The semantics (docs/behaviour.md §2.1 and §2.4, docs/gitaly.md §1):
+//! The semantics (docs/behaviour.md §2.3, §2.4 and §5.4, docs/gitaly.md §2.8):
 //! - the **system roots** are the platform's store as `rustls-native-certs` finds it, which
 //!   honours `SSL_CERT_FILE`/`SSL_CERT_DIR` like Go's `x509.SystemCertPool`;
 //! - the top-level `ssl_cert_dir` config key is part of the system roots of the **whole
