@@ -1,7 +1,7 @@
 //! `tls://host:port` dialling (Gitaly `internal/grpc/client/dial.go`: TLS ≥ 1.2 with the system
 //! certificate pool). The trust anchors and the rustls configuration come from the `tls-trust`
 //! crate, shared with the internal-API client: the platform store plus GitLab Shell's
-//! `ssl_cert_dir` (docs/gitaly.md §1). ALPN offers `h2`, as grpc-go does. The backchannel
+//! `ssl_cert_dir` (docs/gitaly.md §2.8). ALPN offers `h2`, as grpc-go does. The backchannel
 //! handshake then runs inside the TLS session.
 
 use crate::Error;

@@ -437,7 +437,7 @@ pub fn path_unescape(s: &str) -> Result<String, String> {
 
 impl Config {
     /// The trust of the whole process: the system roots plus `ssl_cert_dir`, which GitLab Shell
-    /// exports as `SSL_CERT_DIR` (behaviour §2.1); Gitaly `tls://` uses it as it is.
+    /// exports as `SSL_CERT_DIR` (behaviour §2.3); Gitaly `tls://` uses it as it is.
     pub fn system_trust(&self) -> tls_trust::Trust {
         tls_trust::Trust::system(&self.ssl_cert_dir)
     }

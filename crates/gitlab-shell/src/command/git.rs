@@ -121,7 +121,7 @@ fn log_executing(ctx: &Context<'_>, action: &str, r: &api::allowed::Response) {
 }
 
 /// Gitaly address, token and retry policy from `/allowed`; a `tls://` address is checked
-/// against the process-wide trust (`ssl_cert_dir`, docs/behaviour.md §2.1).
+/// against the process-wide trust (`ssl_cert_dir`, behaviour §2.3).
 fn target(config: &Config, access: &Access) -> Target {
     Target {
         address: access.response.gitaly.address.clone(),
