@@ -66,6 +66,7 @@ fn main() -> ExitCode {
         address: var("GITALY_ADDRESS"),
         token: var("GITALY_TOKEN"),
         retry: None,
+        trust: Default::default(),
     };
     let meta = CallMeta {
         key_id: "0".into(),

@@ -1,5 +1,7 @@
 //! Pure pkt-line helpers used on the server side of the sidechannel (gitaly.md §4.1 item 8) and
 //! for Gitaly's packfile-negotiation statistics (Gitaly `internal/git/stats/packfile_negotiation.go`).
+//! The framing itself (headers, side-band packets) is the workspace's `pktline` crate; this file
+//! holds only what the dev Gitaly reads out of the packets.
 //!
 //! No I/O here: everything works on byte slices so it can be tested byte for byte.
 
@@ -7,7 +9,7 @@ use gitaly_proto::PackfileNegotiationStatistics;
 
 /// Largest data payload of one side-band-64k packet (65520 bytes minus 4 header bytes and the
 /// band byte).
-pub const MAX_SIDEBAND_DATA: usize = 65515;
+pub const MAX_SIDEBAND_DATA: usize = ::pktline::MAX_SIDEBAND_DATA;
 
 /// Band number git uses for pack data / command output.
 pub const BAND_STDOUT: u8 = 1;
@@ -17,12 +19,7 @@ pub const BAND_STDERR: u8 = 2;
 /// Appends `data` to `out` as side-band-64k packets on `band`: `%04x` length (header, band byte
 /// and data) + band byte + at most [`MAX_SIDEBAND_DATA`] data bytes each. Empty data writes nothing.
 pub fn encode_sideband(band: u8, data: &[u8], out: &mut Vec<u8>) {
-    for chunk in data.chunks(MAX_SIDEBAND_DATA) {
-        let len = chunk.len() + 5;
-        out.extend_from_slice(format!("{len:04x}").as_bytes());
-        out.push(band);
-        out.extend_from_slice(chunk);
-    }
+    ::pktline::encode::sideband(band, data, out);
 }
 
 /// One client → server frame of the sidechannel.
@@ -60,10 +57,9 @@ impl std::fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
-/// Parses a 4-byte pkt-line length header.
+/// Parses a 4-byte pkt-line length header (hex digits only).
 pub fn parse_len(header: [u8; 4]) -> Option<usize> {
-    let text = std::str::from_utf8(&header).ok()?;
-    usize::from_str_radix(text, 16).ok()
+    ::pktline::decode::parse_header(header).ok()
 }
 
 /// Interprets a client frame header: `Ok(None)` for the flush `0000`, `Ok(Some(n))` for a data
@@ -105,22 +101,17 @@ impl NegotiationParser {
         }
         self.buf.extend_from_slice(data);
         let mut pos = 0;
-        while !self.done && self.buf.len() >= pos + 4 {
-            let mut header = [0u8; 4];
-            header.copy_from_slice(&self.buf[pos..pos + 4]);
-            let Some(len) = parse_len(header) else {
-                self.broken = true;
-                break;
-            };
-            let total = if len < 4 { 4 } else { len };
-            if self.buf.len() < pos + total {
-                break;
-            }
-            let payload = if len < 4 {
-                Vec::new()
-            } else {
-                self.buf[pos + 4..pos + total].to_vec()
-            };
+        while !self.done {
+            let total =
+                match ::pktline::decode::frame_len(&self.buf[pos..], ::pktline::MAX_HEADER_LEN) {
+                    Ok(Some(total)) => total,
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.broken = true;
+                        break;
+                    }
+                };
+            let payload = self.buf[pos + ::pktline::HEADER_LEN..pos + total].to_vec();
             pos += total;
             self.packet(total, &payload);
         }

@@ -52,7 +52,7 @@ where
             tokio::select! {
                 biased;
                 () = watched.cancelled() => Err(Error::cancelled()),
-                result = attempts(&address, t.retry.as_ref(), &replay, &out, &body) => result,
+                result = attempts(&address, &t.trust, t.retry.as_ref(), &replay, &out, &body) => result,
             }
         })
     })
@@ -67,6 +67,7 @@ where
 /// consumed stdin cannot be replayed.
 async fn attempts<T, F, Fut>(
     address: &address::Address,
+    trust: &tls_trust::Trust,
     policy: Option<&RetryPolicy>,
     replay: &Replay,
     out: &Output,
@@ -81,7 +82,7 @@ where
         let committed = Committed::default();
         let result = async {
             let dialled = tokio::time::Instant::now();
-            let conn = connection::connect(address).await?;
+            let conn = connection::connect(address, trust).await?;
             // A Gitaly that accepted and stays silent fails like a dial timeout.
             let heard = conn.heard.clone();
             let stdin = replay.attempt().await;

@@ -6,6 +6,7 @@
 use crate::Error;
 use crate::address::Address;
 use crate::sidechannel::{self, InboundKind};
+pub use crate::socket::IoDyn;
 use futures::StreamExt;
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use std::io;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tls_trust::Trust;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio_yamux::{Config, Session, StreamHandle};
@@ -168,8 +170,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Listening<S> {
 /// Every connect failure (refused, TLS handshake, HTTP/2 preface) is the reworded `Unavailable`
 /// error, as with Go's non-blocking dial. Bounded by [`DIAL_TIMEOUT`]; the caller also bounds
 /// the wait for the server's first bytes with [`Heard::unless_heard_by`].
-pub async fn connect(address: &Address) -> Result<Connection, Error> {
-    tokio::time::timeout(DIAL_TIMEOUT, dial(address))
+pub async fn connect(address: &Address, trust: &Trust) -> Result<Connection, Error> {
+    tokio::time::timeout(DIAL_TIMEOUT, dial(address, trust))
         .await
         .unwrap_or_else(|_| {
             tracing::debug!("dialling Gitaly timed out");
@@ -177,13 +179,13 @@ pub async fn connect(address: &Address) -> Result<Connection, Error> {
         })
 }
 
-async fn dial(address: &Address) -> Result<Connection, Error> {
+async fn dial(address: &Address, trust: &Trust) -> Result<Connection, Error> {
     let socket = match address {
         Address::Unix(path) => tokio::net::UnixStream::connect(path)
             .await
             .map(|s| Box::new(s) as Box<dyn IoDyn>),
         Address::Tcp(host_port) | Address::Dns(host_port) => tcp(host_port).await,
-        Address::Tls(host_port) => crate::tls::connect(host_port).await?,
+        Address::Tls(host_port) => crate::tls::connect(host_port, trust).await?,
     };
     let socket = socket.map_err(|e| {
         tracing::debug!(error = %e, "dialling Gitaly failed");
@@ -198,10 +200,6 @@ pub(crate) async fn tcp(host_port: &str) -> io::Result<Box<dyn IoDyn>> {
     stream.set_nodelay(true)?;
     Ok(Box::new(stream))
 }
-
-/// Object-safe async socket.
-pub trait IoDyn: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> IoDyn for T {}
 
 async fn start_session(mut socket: Box<dyn IoDyn>) -> Result<Connection, Error> {
     let io_unavailable = |e: io::Error| {

@@ -10,6 +10,7 @@
 
 pub use gitaly_proto as proto;
 pub use retry::{REPLAY_LIMIT, RetryPolicy};
+pub use tls_trust::Trust;
 pub use tokio_util::sync::CancellationToken;
 
 pub mod address;
@@ -21,6 +22,7 @@ pub mod metadata;
 mod output;
 mod retry;
 pub mod sidechannel;
+mod socket;
 mod stdin;
 mod tls;
 
@@ -38,6 +40,9 @@ pub struct Target {
     pub token: String,
     /// How a failed call is retried ([`RetryPolicy`]); `None`: never.
     pub retry: Option<RetryPolicy>,
+    /// Whom a `tls://` address is checked against: the system roots plus GitLab Shell's
+    /// `ssl_cert_dir` (`Trust::system`); unused for the other schemes.
+    pub trust: tls_trust::Trust,
 }
 
 /// Per-call metadata GitLab Shell sends (gitaly.md §3.2).

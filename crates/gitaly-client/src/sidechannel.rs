@@ -21,11 +21,11 @@ pub const HANDSHAKE_OK: &[u8; 2] = b"ok";
 /// Length of the sidechannel header: magic + 8-byte id.
 pub const SIDECHANNEL_HEADER_LEN: usize = 19;
 /// Largest pkt-line on the wire, header included.
-pub const MAX_PKT_LEN: usize = 65520;
+pub const MAX_PKT_LEN: usize = pktline::MAX_PACKET_LEN;
 /// Largest payload of one client → server frame.
-pub const MAX_FRAME_DATA: usize = MAX_PKT_LEN - 4;
+pub const MAX_FRAME_DATA: usize = pktline::MAX_DATA_LEN;
 /// The flush packet that marks the end of the client's stdin.
-pub const FLUSH: &[u8; 4] = b"0000";
+pub const FLUSH: &[u8; 4] = pktline::FLUSH;
 
 /// The 19 bytes Gitaly writes at the start of a sidechannel stream.
 #[must_use]
@@ -64,10 +64,7 @@ pub fn decode_sidechannel_id(bytes: [u8; 8]) -> i64 {
 /// Appends `data` to `out` as client → server frames of at most [`MAX_FRAME_DATA`] bytes each.
 /// Empty input appends nothing (an empty frame `0004` is not a flush and must not be sent).
 pub fn encode_frames(data: &[u8], out: &mut Vec<u8>) {
-    for chunk in data.chunks(MAX_FRAME_DATA) {
-        out.extend_from_slice(format!("{:04x}", chunk.len() + 4).as_bytes());
-        out.extend_from_slice(chunk);
-    }
+    pktline::encode::chunked(data, out);
 }
 
 /// A malformed server → client side-band stream.
@@ -108,11 +105,8 @@ impl std::error::Error for FramingError {}
 /// # Errors
 /// Non-hex digits, a length below 5 (flush, delim, empty packets) or above 65520.
 pub fn parse_packet_header(header: [u8; 4]) -> Result<usize, FramingError> {
-    let text = std::str::from_utf8(&header).map_err(|_| FramingError::InvalidLength(header))?;
-    if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(FramingError::InvalidLength(header));
-    }
-    let len = usize::from_str_radix(text, 16).map_err(|_| FramingError::InvalidLength(header))?;
+    let len =
+        pktline::decode::parse_header(header).map_err(|_| FramingError::InvalidLength(header))?;
     if !(5..=MAX_PKT_LEN).contains(&len) {
         return Err(FramingError::BadLength(len));
     }

@@ -1,47 +1,32 @@
 //! `tls://host:port` dialling (Gitaly `internal/grpc/client/dial.go`: TLS ≥ 1.2 with the system
-//! certificate pool). rustls with the ring provider; roots from the platform store, honouring
-//! `SSL_CERT_FILE`/`SSL_CERT_DIR` like Go's `x509.SystemCertPool`. ALPN offers `h2`, as grpc-go
-//! does. The backchannel handshake then runs inside the TLS session.
+//! certificate pool). The trust anchors and the rustls configuration come from the `tls-trust`
+//! crate, shared with the internal-API client: the platform store plus GitLab Shell's
+//! `ssl_cert_dir` (docs/gitaly.md §2.8). ALPN offers `h2`, as grpc-go does. The backchannel
+//! handshake then runs inside the TLS session.
 
 use crate::Error;
-use crate::connection::IoDyn;
+use crate::socket::IoDyn;
+use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, RootCertStore};
 use std::io;
 use std::sync::Arc;
 use tokio_rustls::TlsConnector;
 
-/// Dials `host_port` over TLS with the system roots. The outer `Result` is for set-up problems
-/// that are not connection failures; the inner one is the dial itself.
-pub(crate) async fn connect(host_port: &str) -> Result<io::Result<Box<dyn IoDyn>>, Error> {
-    let config = client_config(native_roots())?;
+use tls_trust::Trust;
+
+/// gRPC's ALPN protocol.
+const H2: &[u8] = b"h2";
+
+/// Dials `host_port` over TLS, trusting what `trust` lists. The outer `Result` is for set-up
+/// problems that are not connection failures; the inner one is the dial itself.
+pub(crate) async fn connect(
+    host_port: &str,
+    trust: &Trust,
+) -> Result<io::Result<Box<dyn IoDyn>>, Error> {
+    let config = trust
+        .client_config(&[H2])
+        .map_err(|e| Error::Local(e.to_string()))?;
     Ok(connect_with(host_port, config).await)
-}
-
-/// The platform's trust anchors; unreadable entries are skipped (logged at debug level).
-fn native_roots() -> RootCertStore {
-    let loaded = rustls_native_certs::load_native_certs();
-    for error in &loaded.errors {
-        tracing::debug!(error = %error, "skipping unreadable system certificates");
-    }
-    let mut roots = RootCertStore::empty();
-    let (_added, ignored) = roots.add_parsable_certificates(loaded.certs);
-    if ignored > 0 {
-        tracing::debug!(ignored, "skipped unparsable system certificates");
-    }
-    roots
-}
-
-/// TLS 1.2/1.3 client configuration with the given roots, offering ALPN `h2`.
-pub(crate) fn client_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| Error::Local(format!("TLS set-up failed: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
 }
 
 /// TCP connect to `host_port`, then the TLS handshake with `host` as server name (SNI and
@@ -114,21 +99,22 @@ mod tests {
         (port, task)
     }
 
-    fn test_roots() -> RootCertStore {
-        let mut roots = RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(CERT).expect("test cert"))
-            .expect("root");
-        roots
+    /// `ssl_cert_dir` holding the test certificate (a self-signed one, its own anchor).
+    fn ssl_cert_dir() -> (tempfile::TempDir, Trust) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("gitaly-ca.pem"), CERT).expect("write");
+        let trust = Trust::system(&dir.path().display().to_string());
+        (dir, trust)
     }
 
     #[tokio::test]
     async fn tls_dial_verifies_the_server_and_offers_h2() {
         for host in ["localhost", "127.0.0.1"] {
             let (port, server) = tls_server().await;
-            let config = client_config(test_roots()).expect("config");
-            let mut conn = connect_with(&format!("{host}:{port}"), config)
+            let (_dir, trust) = ssl_cert_dir();
+            let mut conn = connect(&format!("{host}:{port}"), &trust)
                 .await
+                .expect("set-up")
                 .expect("tls dial");
             conn.write_all(crate::sidechannel::BACKCHANNEL_MAGIC)
                 .await
@@ -144,11 +130,43 @@ mod tests {
     #[tokio::test]
     async fn untrusted_certificate_is_the_unavailable_error() {
         let (port, _server) = tls_server().await;
-        let err = crate::connection::connect(&Address::Tls(format!("localhost:{port}")))
-            .await
-            .err()
-            .map(|e| e.to_string());
+        let err = crate::connection::connect(
+            &Address::Tls(format!("localhost:{port}")),
+            &Trust::default(),
+        )
+        .await
+        .err()
+        .map(|e| e.to_string());
         assert_eq!(err, Some(Error::unavailable(false).to_string()));
+    }
+
+    #[tokio::test]
+    async fn ssl_cert_dir_is_what_makes_a_self_signed_gitaly_trusted() {
+        let (dir, trusted) = ssl_cert_dir();
+        let (port, server) = tls_server().await;
+        let mut conn = connect(&format!("localhost:{port}"), &trusted)
+            .await
+            .expect("set-up")
+            .expect("trusted through ssl_cert_dir");
+        conn.write_all(b"backchannel").await.expect("write");
+        let (first, _) = server.await.expect("join").expect("server side");
+        assert_eq!(first, b"backchannel");
+
+        // The same server without ssl_cert_dir: the handshake fails on the certificate.
+        let (port, _server) = tls_server().await;
+        let refused = connect(&format!("localhost:{port}"), &Trust::system(""))
+            .await
+            .expect("set-up")
+            .err()
+            .expect("refused without ssl_cert_dir");
+        let cause = refused
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>());
+        assert!(
+            matches!(cause, Some(rustls::Error::InvalidCertificate(_))),
+            "{refused:?}"
+        );
+        drop(dir);
     }
 
     #[test]

@@ -692,6 +692,7 @@ impl TestGitaly {
             address: self.address.clone(),
             token: TOKEN.to_owned(),
             retry: None,
+            trust: Default::default(),
         }
     }
 
@@ -836,11 +837,13 @@ fn upload_pack_round_trip_over_tcp_unix_and_dns_with_metadata_once() {
         address: format!("dns:///127.0.0.1:{}", tcp.port),
         token: TOKEN.into(),
         retry: None,
+        trust: Default::default(),
     };
     let unix_triple_slash = Target {
         address: unix.address.replacen("unix:", "unix://", 1),
         token: TOKEN.into(),
         retry: None,
+        trust: Default::default(),
     };
     for (server, target) in [
         (&tcp, tcp.target()),
@@ -876,6 +879,7 @@ fn sidechannel_ids_differ_per_call() {
         address: server.address.clone(),
         token: String::new(),
         retry: None,
+        trust: Default::default(),
     };
     for _ in 0..2 {
         let (result, _) = upload_pack(&target, "echo", Box::new(Cursor::new(Vec::new())));
@@ -1095,6 +1099,7 @@ fn wrong_token_is_rejected_by_the_server() {
         address: server.address.clone(),
         token: "wrong".into(),
         retry: None,
+        trust: Default::default(),
     };
     let (result, _) = receive_pack(&target, "echo", b"x".to_vec());
     assert_eq!(
@@ -1124,6 +1129,7 @@ fn connection_refused_is_the_unavailable_message() {
         address: format!("tcp://127.0.0.1:{port}"),
         token: String::new(),
         retry: None,
+        trust: Default::default(),
     };
     let (result, _) = receive_pack(&target, "echo", Vec::new());
     assert_eq!(result.unwrap_err().to_string(), UNAVAILABLE);
@@ -1131,6 +1137,7 @@ fn connection_refused_is_the_unavailable_message() {
         address: "unix:/nonexistent/gitaly.sock".into(),
         token: String::new(),
         retry: None,
+        trust: Default::default(),
     };
     let (result, _) = upload_pack(&missing, "echo", Box::new(Cursor::new(Vec::new())));
     assert_eq!(result.unwrap_err().to_string(), UNAVAILABLE);
@@ -1144,6 +1151,7 @@ fn address_errors_come_before_any_dial() {
         address: "localhost:8075".into(),
         token: String::new(),
         retry: None,
+        trust: Default::default(),
     };
     let (result, _) = receive_pack(&bad, "echo", Vec::new());
     assert_eq!(
@@ -1420,6 +1428,7 @@ fn a_silent_tcp_gitaly_and_a_tls_black_hole_give_up_after_20_seconds() {
                 address: format!("{scheme}://127.0.0.1:{port}"),
                 token: TOKEN.to_owned(),
                 retry: None,
+                trust: Default::default(),
             };
             std::thread::spawn(move || {
                 let started = std::time::Instant::now();

@@ -30,7 +30,7 @@ pub struct Config {
     pub secret_file: PathBuf,
     /// The shared secret, untrimmed.
     pub secret: Vec<u8>,
-    /// `ssl_cert_dir`: extra trust anchors for https.
+    /// `ssl_cert_dir`: extra trust anchors for the whole process (https and Gitaly `tls://`).
     pub ssl_cert_dir: String,
     /// `http_settings`.
     pub http_settings: HttpSettings,
@@ -436,6 +436,19 @@ pub fn path_unescape(s: &str) -> Result<String, String> {
 }
 
 impl Config {
+    /// The trust of the whole process: the system roots plus `ssl_cert_dir`, which GitLab Shell
+    /// exports as `SSL_CERT_DIR` (behaviour §2.3); Gitaly `tls://` uses it as it is.
+    pub fn system_trust(&self) -> tls_trust::Trust {
+        tls_trust::Trust::system(&self.ssl_cert_dir)
+    }
+
+    /// The internal API's `https://` trust: [`Config::system_trust`] plus
+    /// `http_settings.ca_file` and `ca_path` (behaviour §2.4).
+    pub fn internal_api_trust(&self) -> tls_trust::Trust {
+        let hs = &self.http_settings;
+        self.system_trust().with_ca(&hs.ca_file, &hs.ca_path)
+    }
+
     /// Loads `<root>/config.yml` and the secret.
     pub fn load(root: &Path) -> Result<Config, ConfigError> {
         let path = root.join("config.yml");
@@ -624,6 +637,12 @@ sshd:
         assert_eq!(c.http_settings.read_timeout(), Duration::from_secs(7));
         assert_eq!(c.http_settings.ca_file, "/ca.pem");
         assert_eq!(c.http_settings.ca_path, "/cas");
+        // ssl_cert_dir is the whole process's; ca_file and ca_path only the internal API's.
+        assert_eq!(c.system_trust(), tls_trust::Trust::system("/etc/certs"));
+        assert_eq!(
+            c.internal_api_trust(),
+            tls_trust::Trust::system("/etc/certs").with_ca("/ca.pem", "/cas")
+        );
         assert_eq!(c.log_file, PathBuf::from("/var/log/gls.log"));
         assert_eq!(c.log_format, "text");
         assert_eq!(c.log_level, "DEBUG");

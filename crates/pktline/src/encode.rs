@@ -1,6 +1,6 @@
 //! Pure pkt-line encoding into a `Vec<u8>`.
 
-use crate::{DELIM, FLUSH, HEADER_LEN, MAX_DATA_LEN, RESPONSE_END};
+use crate::{DELIM, FLUSH, HEADER_LEN, MAX_DATA_LEN, MAX_SIDEBAND_DATA, RESPONSE_END};
 
 /// Why a packet could not be encoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +53,17 @@ pub fn text(text: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
 pub fn chunked(data: &[u8], out: &mut Vec<u8>) {
     for chunk in data.chunks(MAX_DATA_LEN) {
         header(chunk.len() + HEADER_LEN, out);
+        out.extend_from_slice(chunk);
+    }
+}
+
+/// Appends `data` as side-band-64k packets on `band` (git `sideband.c`: 1 pack data or command
+/// output, 2 progress and error text): each packet is the header, the band byte and at most
+/// [`MAX_SIDEBAND_DATA`] bytes. Empty input appends nothing.
+pub fn sideband(band: u8, data: &[u8], out: &mut Vec<u8>) {
+    for chunk in data.chunks(MAX_SIDEBAND_DATA) {
+        header(chunk.len() + 1 + HEADER_LEN, out);
+        out.push(band);
         out.extend_from_slice(chunk);
     }
 }
@@ -110,6 +121,20 @@ mod tests {
         data(&big[..MAX_DATA_LEN], &mut out).unwrap();
         assert_eq!(&out[..4], b"fff0");
         assert!(text(&big[..MAX_DATA_LEN], &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn sideband_golden_bytes_and_split() {
+        let mut out = Vec::new();
+        sideband(2, b"hello\n", &mut out);
+        sideband(1, b"", &mut out);
+        assert_eq!(out, b"000b\x02hello\n");
+        let big = vec![b'x'; MAX_SIDEBAND_DATA + 1];
+        let mut out = Vec::new();
+        sideband(1, &big, &mut out);
+        assert_eq!(&out[..5], b"fff0\x01");
+        assert_eq!(&out[MAX_DATA_LEN + HEADER_LEN..], b"0006\x01x");
+        assert_eq!(MAX_SIDEBAND_DATA, 65515);
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub const MAX_PACKET_LEN: usize = 65520;
 /// The largest payload of one packet: [`MAX_PACKET_LEN`] minus the four header bytes.
 pub const MAX_DATA_LEN: usize = MAX_PACKET_LEN - HEADER_LEN;
 
+/// The largest payload of one side-band-64k packet: [`MAX_DATA_LEN`] minus the band byte.
+pub const MAX_SIDEBAND_DATA: usize = MAX_DATA_LEN - 1;
+
 /// The largest length a four-digit hex header can express. GitLab Shell's Go scanner
 /// (`internal/pktline`) accepts packets up to this size, so the Geo flow uses it as its limit.
 pub const MAX_HEADER_LEN: usize = 0xffff;

@@ -3,7 +3,8 @@
 
 use serde::Deserialize;
 
-use super::{Client, Error, query_escape};
+use super::go_escape::query_escape;
+use super::{Client, Error};
 
 /// The key record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

@@ -1,9 +1,10 @@
 //! `GET /api/v4/internal/discover` (GitLab Shell `internal/gitlabnet/discover`): who the SSH user
 //! is, by `key_id` or `username`. Also resolves the user for the 2FA and PAT endpoints.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Client, Error, UserRef, query_escape};
+use super::go_escape::query_escape;
+use super::{Client, Error};
 use crate::identity::Identity;
 use crate::messages;
 
@@ -51,5 +52,39 @@ pub fn user_ref(client: &Client, identity: &Identity) -> Result<UserRef, Error> 
                 user_id: user.id,
             })
         }
+    }
+}
+
+/// Who a 2FA/PAT request is about: the key id from argv, or the user id found by `/discover`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UserRef {
+    /// `key_id` (string), omitted when empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub key_id: String,
+    /// `user_id` (number), omitted when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub user_id: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ref_json() {
+        let k = UserRef {
+            key_id: "1".into(),
+            user_id: 0,
+        };
+        assert_eq!(serde_json::to_string(&k).unwrap(), r#"{"key_id":"1"}"#);
+        let u = UserRef {
+            key_id: String::new(),
+            user_id: 7,
+        };
+        assert_eq!(serde_json::to_string(&u).unwrap(), r#"{"user_id":7}"#);
     }
 }

@@ -24,6 +24,8 @@ pub struct Error(pub String);
 #[derive(Debug, Clone)]
 pub struct Client {
     http: HttpClient,
+    /// The TLS set-up of both reqwest clients (the blocking one and `ssh_pack`'s async one).
+    tls: std::sync::Arc<rustls::ClientConfig>,
     url: String,
     headers: BTreeMap<String, String>,
     correlation_id: String,
@@ -31,20 +33,24 @@ pub struct Client {
 
 impl Client {
     /// A client for `primary_repo` sending `headers` on every request.
+    /// https to the primary is checked against `trust` (the process's system roots with
+    /// `ssl_cert_dir`, as Go's default client sees them).
     pub fn new(
         primary_repo: &str,
         headers: BTreeMap<String, String>,
         correlation_id: &str,
+        trust: &tls_trust::Trust,
     ) -> Result<Client, Error> {
-        // reqwest is built without a default crypto provider; install ring once per process.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls = trust.client_config(&[]).map_err(|e| Error(e.to_string()))?;
         let http = HttpClient::builder()
             .timeout(None)
             .no_proxy()
+            .use_preconfigured_tls(rustls::ClientConfig::clone(&tls))
             .build()
             .map_err(|e| Error(e.to_string()))?;
         Ok(Client {
             http,
+            tls,
             url: primary_repo.to_owned(),
             headers,
             correlation_id: correlation_id.to_owned(),
@@ -86,6 +92,7 @@ impl Client {
             .map_err(|e| Error(e.to_string()))?;
         let http = reqwest::Client::builder()
             .no_proxy()
+            .use_preconfigured_tls(rustls::ClientConfig::clone(&self.tls))
             .build()
             .map_err(|e| Error(e.to_string()))?;
         let mut req = http

@@ -1,5 +1,5 @@
 //! The internal-API transport for `http://` and `http+unix://` (one of the two behind
-//! `api/mod.rs`'s `Transport`): hyper's HTTP/1.1 client connection over a tokio `TcpStream` or
+//! `api/client.rs`'s `Transport`): hyper's HTTP/1.1 client connection over a tokio `TcpStream` or
 //! `UnixStream`, driven by a current-thread runtime built in the calling thread for each request.
 //! One request per connection (`Connection: close`, as GitLab Shell sets `request.Close`), no
 //! TLS, no extra threads (reqwest's blocking client starts a runtime thread, which the

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::{Client, Error, check};
@@ -50,8 +51,10 @@ fn make_cert(dir: &Path) -> bool {
 
 /// Serves `connections` TLS connections, answering each request with a `/check` body.
 fn serve(dir: &Path, connections: usize) -> u16 {
-    let certs: Vec<CertificateDer<'static>> =
-        super::pem_certs(&std::fs::read(dir.join("cert.pem")).unwrap());
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("cert.pem"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
         std::fs::read(dir.join("key.der")).unwrap(),
     ));

@@ -188,15 +188,17 @@ pub struct Client {
 
 impl Client {
     /// A client for `href` (`<repository_http_path>/info/lfs`) sending `authorization`
-    /// (`Basic …`) on API calls.
-    pub fn new(href: &str, authorization: &str) -> Result<Client, Error> {
-        // reqwest is built without a default crypto provider; install ring once per process
-        // (a second install fails harmlessly).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+    /// (`Basic …`) on API calls; https is checked against `trust` (the process's system roots
+    /// with `ssl_cert_dir`, as Go's default client sees them).
+    pub fn new(href: &str, authorization: &str, trust: &tls_trust::Trust) -> Result<Client, Error> {
+        let tls = trust
+            .client_config(&[])
+            .map_err(|e| Error::Transport(e.to_string()))?;
         // go-retryablehttp's client has no overall timeout; objects can be large.
         let http = HttpClient::builder()
             .timeout(None)
             .no_proxy()
+            .use_preconfigured_tls(std::sync::Arc::unwrap_or_clone(tls))
             .build()
             .map_err(|e| Error::Transport(e.to_string()))?;
         Ok(Client {
@@ -278,17 +280,7 @@ impl Client {
             reference: opt_ref(refname),
         };
         let url = format!("{}/locks", self.href);
-        let json = to_json(&body)?;
-        let resp = self.send(|| self.api(Method::POST, &url).body(json.clone()))?;
-        match resp.status().as_u16() {
-            200..=299 => Ok(parse::<LockResponse>(resp)?.lock.unwrap_or_default()),
-            403 => Err(Error::Forbidden),
-            404 => Err(Error::NotFound),
-            409 => Err(Error::Conflict(
-                parse::<LockResponse>(resp)?.lock.map(Box::new),
-            )),
-            _ => Err(Error::Internal(None)),
-        }
+        self.lock_call(&url, to_json(&body)?, true)
     }
 
     /// `POST <href>/locks/<id>/unlock`.
@@ -298,12 +290,20 @@ impl Client {
             reference: opt_ref(refname),
         };
         let url = format!("{}/locks/{id}/unlock", self.href);
-        let json = to_json(&body)?;
-        let resp = self.send(|| self.api(Method::POST, &url).body(json.clone()))?;
+        self.lock_call(&url, to_json(&body)?, false)
+    }
+
+    /// POSTs `json` to a lock endpoint and reads its `{"lock": …}` answer. `409` carries the
+    /// conflicting lock only when creating one (`conflict`); for unlock it is a plain failure.
+    fn lock_call(&self, url: &str, json: Vec<u8>, conflict: bool) -> Result<Lock, Error> {
+        let resp = self.send(|| self.api(Method::POST, url).body(json.clone()))?;
         match resp.status().as_u16() {
             200..=299 => Ok(parse::<LockResponse>(resp)?.lock.unwrap_or_default()),
             403 => Err(Error::Forbidden),
             404 => Err(Error::NotFound),
+            409 if conflict => Err(Error::Conflict(
+                parse::<LockResponse>(resp)?.lock.map(Box::new),
+            )),
             _ => Err(Error::Internal(None)),
         }
     }
@@ -325,7 +325,7 @@ impl Client {
         if !query.is_empty() {
             let encoded: Vec<String> = query
                 .iter()
-                .map(|(k, v)| format!("{k}={}", super::query_escape(v)))
+                .map(|(k, v)| format!("{k}={}", super::go_escape::query_escape(v)))
                 .collect();
             url.push('?');
             url.push_str(&encoded.join("&"));
@@ -387,7 +387,7 @@ fn with_headers(mut req: RequestBuilder, headers: &BTreeMap<String, String>) -> 
 fn parse<T: serde::de::DeserializeOwned + Default>(resp: Response) -> Result<T, Error> {
     let bytes = resp.bytes().map_err(|_| Error::Parse)?;
     // Go's rules for nulls and non-objects, as for the internal API (docs/api-json.md).
-    super::go_json(&bytes).map_err(|()| Error::Parse)
+    super::json::go_json(&bytes).map_err(|()| Error::Parse)
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Client, Error, UserRef};
+use super::discover::UserRef;
+use super::{Client, Error};
 
 /// Request body, in GitLab Shell's field order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

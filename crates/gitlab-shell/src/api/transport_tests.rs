@@ -173,7 +173,7 @@ fn pat_discover_and_recovery_code_nulls() {
         )
     });
     let request = personal_access_token::Request {
-        user: super::UserRef {
+        user: super::discover::UserRef {
             key_id: "1".into(),
             user_id: 0,
         },
@@ -197,7 +197,7 @@ fn pat_discover_and_recovery_code_nulls() {
         serve(|_| json_answer(r#"{"success":true,"recovery_codes":["a","b"],"message":null}"#));
     let codes = super::two_factor_recovery_codes::generate(
         &client(port, ""),
-        &super::UserRef {
+        &super::discover::UserRef {
             key_id: "1".into(),
             user_id: 0,
         },

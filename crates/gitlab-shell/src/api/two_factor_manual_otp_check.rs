@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Client, Error, UserRef};
+use super::discover::UserRef;
+use super::{Client, Error};
 
 #[derive(Serialize)]
 struct Request<'a> {

@@ -3,7 +3,8 @@
 
 use serde::Deserialize;
 
-use super::{Client, Error, UserRef};
+use super::discover::UserRef;
+use super::{Client, Error};
 
 /// Response body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

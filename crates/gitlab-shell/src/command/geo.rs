@@ -38,8 +38,13 @@ pub fn run(ctx: &Context<'_>, access: &Access, action: &str, io: &mut Io) -> Res
     let data = geo::Data::from_payload(&access.response.payload.data);
     let push = action == "git-receive-pack";
     let headers = data.request_headers.clone().unwrap_or_default();
-    let client = geo_git::Client::new(&data.primary_repo, headers, ctx.correlation_id)
-        .map_err(|e| Error::Message(e.to_string()))?;
+    let client = geo_git::Client::new(
+        &data.primary_repo,
+        headers,
+        ctx.correlation_id,
+        &ctx.config.system_trust(),
+    )
+    .map_err(|e| Error::Message(e.to_string()))?;
     let (service, prefix) = if push {
         ("git-receive-pack", RECEIVE_PACK_PREFIX)
     } else {

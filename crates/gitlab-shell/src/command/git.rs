@@ -9,6 +9,7 @@ use gitaly_client::{CallMeta, Stdio, Target, proto};
 
 use crate::api::{self, allowed::Access, git_audit_event};
 use crate::command::{Context, access, geo};
+use crate::config::Config;
 use crate::error::Error;
 use crate::io::Io;
 
@@ -47,7 +48,7 @@ pub fn run<S: GitService>(ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
     };
     let access = &prepared.access;
     let call = GitalyCall {
-        target: target(access),
+        target: target(ctx.config, access),
         meta: call_meta(ctx, access),
         repository: repository(access),
         access,
@@ -119,12 +120,14 @@ fn log_executing(ctx: &Context<'_>, action: &str, r: &api::allowed::Response) {
     );
 }
 
-/// Gitaly address, token and retry policy from `/allowed`.
-fn target(access: &Access) -> Target {
+/// Gitaly address, token and retry policy from `/allowed`; a `tls://` address is checked
+/// against the process-wide trust (`ssl_cert_dir`, behaviour §2.3).
+fn target(config: &Config, access: &Access) -> Target {
     Target {
         address: access.response.gitaly.address.clone(),
         token: access.response.gitaly.token.clone(),
         retry: retry_policy(access.response.retry_config.as_ref()),
+        trust: config.system_trust(),
     }
 }
 

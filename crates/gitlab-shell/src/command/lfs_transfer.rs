@@ -60,7 +60,7 @@ pub fn run(ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
     let request =
         super::lfs_authenticate::token_request(ctx, operation, repo, &access.response.gl_id);
     let auth = Authentication::from_response(&lfs_authenticate::authenticate(&client, &request)?);
-    let lfs = LfsClient::new(&auth.href, &auth.authorization)
+    let lfs = LfsClient::new(&auth.href, &auth.authorization, &ctx.config.system_trust())
         .map_err(|e| Error::Message(e.to_string()))?;
     let mut backend = backend::GitlabBackend::new(lfs, &ctx.config.secret);
 

@@ -46,6 +46,55 @@ projects:
     need_audit: true
 "#;
 
+/// A self-signed certificate for `localhost` and `127.0.0.1` and its key (gitaly-client's
+/// TLS test fixtures).
+const TLS_CERT: &[u8] = include_bytes!("../../../gitaly-client/tests/fixtures/tls-localhost.crt");
+const TLS_KEY: &[u8] = include_bytes!("../../../gitaly-client/tests/fixtures/tls-localhost.key");
+
+/// Serves TLS (ALPN `h2`, [`TLS_CERT`]) on a free 127.0.0.1 port and relays each connection's
+/// bytes to and from `backend` (`host:port`), on a thread of its own for the rest of the
+/// test process. Returns the port.
+fn tls_terminator(backend: String) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let cert = CertificateDer::from_pem_slice(TLS_CERT).expect("cert");
+    let key = PrivateKeyDer::from_pem_slice(TLS_KEY).expect("key");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("server config");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, backend) = (acceptor.clone(), backend.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut up) = tokio::net::TcpStream::connect(&backend).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                });
+            }
+        });
+    });
+    port
+}
+
 /// What a command run left behind.
 #[derive(Debug)]
 pub struct Outcome {
@@ -118,6 +167,28 @@ impl Kit {
         self.api.set_gitaly(gitaly.address(), "");
         self._gitaly = Some(gitaly);
         self._dirs.push(storage);
+        self
+    }
+
+    /// Like [`Kit::with_gitaly`], with the dev Gitaly behind a TLS terminator: `/allowed`
+    /// answers `tls://localhost:<port>`, whose certificate is self-signed (`localhost`,
+    /// `127.0.0.1`). With `trusted`, the certificate is the only file of a folder that the
+    /// config names as `ssl_cert_dir`; without, nothing trusts it.
+    pub fn with_tls_gitaly(mut self, trusted: bool) -> Kit {
+        self = self.with_gitaly();
+        let backend = self
+            ._gitaly
+            .as_ref()
+            .map(|g| g.address().trim_start_matches("tcp://").to_owned())
+            .expect("a tcp dev Gitaly");
+        let port = tls_terminator(backend);
+        self.api.set_gitaly(format!("tls://localhost:{port}"), "");
+        if trusted {
+            let certs = tempdir();
+            std::fs::write(certs.path().join("gitaly.pem"), TLS_CERT).expect("write cert");
+            self.config.ssl_cert_dir = certs.path().display().to_string();
+            self._dirs.push(certs);
+        }
         self
     }
 

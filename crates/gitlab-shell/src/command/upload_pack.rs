@@ -91,6 +91,25 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_gitaly_is_trusted_through_ssl_cert_dir_and_refused_without_it() {
+        // See: docs/behaviour.md §2.3, `ssl_cert_dir` is the whole process's trust.
+        let trusted = Kit::new("").with_tls_gitaly(true);
+        let run = trusted.run(alice(), "git-upload-pack 'group/repo.git'", NO_WANTS);
+        assert_eq!(run.status, 0, "{}", run.stderr);
+        assert!(run.out().contains("refs/heads/main"), "{}", run.out());
+
+        let untrusted = Kit::new("").with_tls_gitaly(false);
+        let run = untrusted.run(alice(), "git-upload-pack 'group/repo.git'", NO_WANTS);
+        assert_eq!((run.status, run.out()), (1, String::new()));
+        assert!(
+            run.stderr
+                .contains(&gitaly_client::Error::unavailable(false).to_string()),
+            "{}",
+            run.stderr
+        );
+    }
+
+    #[test]
     fn unknown_project_is_refused_before_gitaly() {
         let kit = Kit::new("");
         let run = kit.run(alice(), "git-upload-pack nope/nope.git", NO_WANTS);

@@ -334,7 +334,12 @@ mod tests {
     use super::*;
 
     fn backend() -> GitlabBackend {
-        let client = Client::new("http://127.0.0.1:1/x.git/info/lfs", "Basic eDp5").unwrap();
+        let client = Client::new(
+            "http://127.0.0.1:1/x.git/info/lfs",
+            "Basic eDp5",
+            &Default::default(),
+        )
+        .unwrap();
         GitlabBackend::new(client, b"secret")
     }
 
@@ -371,7 +376,10 @@ mod tests {
             b.check_args(Operation::Download, "abc", &forged),
             Err(Error::Forbidden("token hash mismatch".into()))
         );
-        let other = GitlabBackend::new(Client::new("http://x", "").unwrap(), b"other");
+        let other = GitlabBackend::new(
+            Client::new("http://x", "", &Default::default()).unwrap(),
+            b"other",
+        );
         assert!(other.check_args(Operation::Download, "abc", &args).is_err());
     }
 
