@@ -265,7 +265,13 @@ impl Shared {
         let (remote, leftover) = match &self.proxy {
             None => (peer, Vec::new()),
             Some(p) => {
-                match proxy::read_header(&mut stream, p.policy_for(peer.ip()), p.timeout).await {
+                match Box::pin(proxy::read_header(
+                    &mut stream,
+                    p.policy_for(peer.ip()),
+                    p.timeout,
+                ))
+                .await
+                {
                     Ok(o) => (o.source.unwrap_or(peer), o.leftover),
                     Err(e) => {
                         METRICS.proxy_rejected.fetch_add(1, Ordering::Relaxed);
@@ -370,7 +376,14 @@ async fn run_connection(
         }
     };
     tokio::pin!(grace);
-    let start = russh::server::run_stream(Arc::clone(&shared.russh), stream, handler);
+    // Boxed: the handshake future (stream, handler, buffers) is large and would otherwise size
+    // this task, which lives as long as the connection, for good (docs/gitlab-sshd.md,
+    // "Memory"); boxed, it is freed once the handshake is done.
+    let start = Box::pin(russh::server::run_stream(
+        Arc::clone(&shared.russh),
+        stream,
+        handler,
+    ));
     let running = tokio::select! {
         r = start => r.map_err(|e| format!("failed to initialize SSH connection: {e}"))?,
         () = &mut grace => return Err("login grace time exceeded".into()),
@@ -758,5 +771,36 @@ impl russh::server::Handler for Conn {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         session.channel_failure(channel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection's own task (around russh's session task) lives as long as the connection,
+    /// so its size is paid per idle connection: the handshake future, which is large, is boxed
+    /// and freed once the handshake is done (docs/gitlab-sshd.md, "Memory").
+    #[tokio::test]
+    async fn the_connection_task_is_small() {
+        let config = Config::from_yaml(std::path::Path::new("."), b"secret: x").unwrap();
+        let shared = Arc::new(Shared {
+            config: Arc::new(config),
+            russh: Arc::new(russh::server::Config::default()),
+            proxy: None,
+            trusted_cas: crate::certs::TrustedCas::default(),
+            status: AtomicU8::new(READY),
+            unauthenticated: None,
+            per_source: Arc::default(),
+            cut: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let task = Arc::clone(&shared).handle_conn(stream, peer);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 2048, "the connection task is {size} bytes");
     }
 }
