@@ -63,14 +63,23 @@ pub struct Shared {
     tracker: TaskTracker,
 }
 
-/// Loads the host keys of `host_key_files`, logging and skipping the unusable ones.
+/// Loads the host keys of `host_key_files`, logging and skipping the unusable ones with the Go
+/// server's lines: `Failed to read host key` (the file) or `Failed to parse host key` (its
+/// contents), with `filename` and `error` (docs/gitlab-sshd.md, "Configuration").
 pub fn load_host_keys(files: &[String]) -> Vec<PrivateKey> {
     let mut keys = Vec::new();
     for f in files {
-        match russh::keys::load_secret_key(f, None) {
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(filename = %f, error = %e, "Failed to read host key");
+                continue;
+            }
+        };
+        match russh::keys::decode_secret_key(&text, None) {
             Ok(k) => keys.push(k),
             Err(e) => {
-                tracing::warn!(host_key_file = %f, error = %e, "Failed to load host key");
+                tracing::error!(filename = %f, error = %e, "Failed to parse host key");
             }
         }
     }
@@ -321,6 +330,7 @@ impl Shared {
             tracing::info!("server: handleConn: start");
             let result = run_connection(&self, stream, handler, auth_rx, deadline, &conn_token).await;
             conn_token.cancel();
+            tracing::info!(duration_s = started.elapsed().as_secs_f64(), "connection: handleRequests: done");
             match result {
                 Ok(()) => tracing::info!(duration_s = started.elapsed().as_secs_f64(), "server: handleConn: done"),
                 Err(reason) => tracing::info!(duration_s = started.elapsed().as_secs_f64(), error_message = %reason, "server: handleConn: done"),
