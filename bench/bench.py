@@ -42,7 +42,7 @@ RUN = WORK / "run"
 PID_FILE = WORK / "pids"
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 
-# Sizes and repetitions. Full: about 10 minutes on 2 cores; quick: about 2 minutes.
+# Sizes and repetitions. Full: about 15 minutes on 2 cores; quick: about 3 minutes.
 P = dict(
     big_mb=20 if QUICK else 100,
     history=1000 if QUICK else 4000,
