@@ -109,8 +109,8 @@ real-gitaly:
 test e2e: real-gitaly
 
 .PHONY: bench
-## bench: floor (sshd + git) vs gitolite3 vs ours over a private sshd on 127.0.0.1, as root
-## (~10 min; BENCH_QUICK=1 for a ~2 min smoke run); writes bench/results/latest.md
+## bench: floor (sshd + git) vs gitolite3 vs ours vs our gitlab-sshd vs the Go gitlab-sshd, on 127.0.0.1, as root
+## (~15 min; BENCH_QUICK=1 for a ~3 min smoke run); writes bench/results/latest.md
 bench: compile
 	bench/bench.sh
 

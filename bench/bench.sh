@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make bench`: installs what the benchmark needs when missing (root + apt-get), then runs
-# bench/bench.py. Environment: BENCH_QUICK=1 (smoke run, ~2 min), BENCH_SYSTEMS=floor,gitolite,ours
+# bench/bench.py. Environment: BENCH_QUICK=1 (smoke run, ~3 min), BENCH_SYSTEMS=floor,gitolite,ours,sshd,go-sshd
 # (a subset), BENCH_GO=0 (skip the Go keys-check anchor), BENCH_KEEP=1 (keep bench/work/run),
 # BENCH_OUT=file (default bench/results/latest.md), BENCH_BIN=dir (default bin/).
 set -euo pipefail

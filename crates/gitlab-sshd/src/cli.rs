@@ -11,7 +11,7 @@ use gitlab_shell::config::Config;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{env, logging, monitoring, server};
+use crate::{alloc, env, logging, monitoring, server};
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -130,6 +130,8 @@ pub fn main(args: &[String]) -> ExitCode {
         }
     };
     env::Overrides::from_env().apply(&mut config);
+    // Before the runtime starts any thread (docs/gitlab-sshd.md, "Memory").
+    alloc::tune();
     logging::install(&config.log_file, &config.log_format, &config.log_level);
     tracing::info!("gitlab-sshd starting up...");
     let runtime = match tokio::runtime::Builder::new_multi_thread()

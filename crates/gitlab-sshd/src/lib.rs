@@ -2,11 +2,13 @@
 //! SSH connection with russh; each `exec`/`shell` runs the same command code as the classic
 //! `gitlab-shell key-N` (`gitlab_shell::command::execute`), in-process.
 //!
-//! Map: [`env`] (environment overrides), [`logging`] (JSON lines with per-connection fields),
+//! Map: [`alloc`] (malloc settings), [`env`] (environment overrides), [`logging`] (JSON lines
+//! with per-connection fields),
 //! [`proxy`] (PROXY protocol), [`server`] (listener, connections, auth, shutdown), [`session`]
 //! (one session channel), [`monitoring`] + [`metrics`] (probes and Prometheus), [`cli`] (the
 //! binary's start-up).
 
+pub mod alloc;
 pub mod certs;
 pub mod cli;
 pub mod env;

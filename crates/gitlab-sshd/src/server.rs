@@ -63,14 +63,23 @@ pub struct Shared {
     tracker: TaskTracker,
 }
 
-/// Loads the host keys of `host_key_files`, logging and skipping the unusable ones.
+/// Loads the host keys of `host_key_files`, logging and skipping the unusable ones with the Go
+/// server's lines: `Failed to read host key` (the file) or `Failed to parse host key` (its
+/// contents), with `filename` and `error` (docs/gitlab-sshd.md, "Configuration").
 pub fn load_host_keys(files: &[String]) -> Vec<PrivateKey> {
     let mut keys = Vec::new();
     for f in files {
-        match russh::keys::load_secret_key(f, None) {
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(filename = %f, error = %e, "Failed to read host key");
+                continue;
+            }
+        };
+        match russh::keys::decode_secret_key(&text, None) {
             Ok(k) => keys.push(k),
             Err(e) => {
-                tracing::warn!(host_key_file = %f, error = %e, "Failed to load host key");
+                tracing::error!(filename = %f, error = %e, "Failed to parse host key");
             }
         }
     }
@@ -265,7 +274,13 @@ impl Shared {
         let (remote, leftover) = match &self.proxy {
             None => (peer, Vec::new()),
             Some(p) => {
-                match proxy::read_header(&mut stream, p.policy_for(peer.ip()), p.timeout).await {
+                match Box::pin(proxy::read_header(
+                    &mut stream,
+                    p.policy_for(peer.ip()),
+                    p.timeout,
+                ))
+                .await
+                {
                     Ok(o) => (o.source.unwrap_or(peer), o.leftover),
                     Err(e) => {
                         METRICS.proxy_rejected.fetch_add(1, Ordering::Relaxed);
@@ -315,6 +330,7 @@ impl Shared {
             tracing::info!("server: handleConn: start");
             let result = run_connection(&self, stream, handler, auth_rx, deadline, &conn_token).await;
             conn_token.cancel();
+            tracing::info!(duration_s = started.elapsed().as_secs_f64(), "connection: handleRequests: done");
             match result {
                 Ok(()) => tracing::info!(duration_s = started.elapsed().as_secs_f64(), "server: handleConn: done"),
                 Err(reason) => tracing::info!(duration_s = started.elapsed().as_secs_f64(), error_message = %reason, "server: handleConn: done"),
@@ -370,7 +386,14 @@ async fn run_connection(
         }
     };
     tokio::pin!(grace);
-    let start = russh::server::run_stream(Arc::clone(&shared.russh), stream, handler);
+    // Boxed: the handshake future (stream, handler, buffers) is large and would otherwise size
+    // this task, which lives as long as the connection, for good (docs/gitlab-sshd.md,
+    // "Memory"); boxed, it is freed once the handshake is done.
+    let start = Box::pin(russh::server::run_stream(
+        Arc::clone(&shared.russh),
+        stream,
+        handler,
+    ));
     let running = tokio::select! {
         r = start => r.map_err(|e| format!("failed to initialize SSH connection: {e}"))?,
         () = &mut grace => return Err("login grace time exceeded".into()),
@@ -758,5 +781,36 @@ impl russh::server::Handler for Conn {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         session.channel_failure(channel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection's own task (around russh's session task) lives as long as the connection,
+    /// so its size is paid per idle connection: the handshake future, which is large, is boxed
+    /// and freed once the handshake is done (docs/gitlab-sshd.md, "Memory").
+    #[tokio::test]
+    async fn the_connection_task_is_small() {
+        let config = Config::from_yaml(std::path::Path::new("."), b"secret: x").unwrap();
+        let shared = Arc::new(Shared {
+            config: Arc::new(config),
+            russh: Arc::new(russh::server::Config::default()),
+            proxy: None,
+            trusted_cas: crate::certs::TrustedCas::default(),
+            status: AtomicU8::new(READY),
+            unauthenticated: None,
+            per_source: Arc::default(),
+            cut: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let task = Arc::clone(&shared).handle_conn(stream, peer);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 2048, "the connection task is {size} bytes");
     }
 }

@@ -204,6 +204,9 @@ pub async fn serve(channel: russh::Channel<Msg>, ctx: SessionCtx) {
         }
     }
     if let Some(code) = status {
+        if code == 0 {
+            tracing::info!(parent: &ctx.span, "session: handleShell: command executed successfully");
+        }
         tracing::info!(parent: &ctx.span, exit_status = code, "session: exit: exiting");
         let _ = write.eof().await;
         let _ = write.exit_status(u32::from(code)).await;
@@ -259,6 +262,21 @@ fn start(
     METRICS
         .session_established_duration
         .observe(opened.elapsed());
+    // The Go server's line before it runs a command (its `command` field, a Go type name, has
+    // no counterpart here).
+    let env = serde_json::json!({
+        "GitProtocolVersion": git_protocol,
+        "IsSSHConnection": true,
+        "OriginalCommand": command.to_string_lossy(),
+        "RemoteAddr": ctx.remote.to_string(),
+        "NamespacePath": "",
+    });
+    tracing::info!(
+        parent: &ctx.span,
+        env = %env,
+        established_session_duration_s = opened.elapsed().as_secs_f64(),
+        "session: handleShell: executing command"
+    );
     let ctx = ctx.clone();
     let git_protocol = git_protocol.to_owned();
     let span = ctx.span.clone();
