@@ -70,6 +70,7 @@ mod tests {
             identity: alice(),
             env: crate::sshenv::SshEnv::from_values("1.1.1.1 1 2.2.2.2 22", "".into(), ""),
             correlation_id: "c",
+            observer: crate::observe::noop(),
         };
         assert_eq!(crate::command::execute(&session, &mut io), 1);
         assert_eq!(

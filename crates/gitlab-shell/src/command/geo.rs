@@ -348,6 +348,7 @@ mod command_tests {
                     identity: alice(),
                     env: Kit::env(&command),
                     correlation_id: "c",
+                    observer: crate::observe::noop(),
                 };
                 let status = execute(&session, &mut io);
                 let _ = tx.send((status, err.text()));
@@ -434,6 +435,7 @@ mod command_tests {
                 identity: alice(),
                 env: Kit::env("git-upload-pack group/repo.git"),
                 correlation_id: "c",
+                observer: crate::observe::noop(),
             };
             let _ = tx.send(execute(&session, &mut io));
         });

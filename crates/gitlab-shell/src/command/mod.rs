@@ -34,6 +34,7 @@ use crate::config::Config;
 use crate::error::{self, Error};
 use crate::identity::Identity;
 use crate::io::Io;
+use crate::observe::Observer;
 use crate::sshenv::SshEnv;
 
 /// One SSH session as a front door hands it to the command layer.
@@ -47,6 +48,9 @@ pub struct Session<'a> {
     pub env: SshEnv,
     /// The session's correlation id (log lines, API and Gitaly calls).
     pub correlation_id: &'a str,
+    /// Told what the session does (API requests, the command chosen, its failure);
+    /// [`crate::observe::noop`] when nobody watches.
+    pub observer: std::sync::Arc<dyn Observer>,
 }
 
 /// What a running command needs besides its I/O.
@@ -61,12 +65,16 @@ pub struct Context<'a> {
     pub words: &'a [String],
     /// The session's correlation id.
     pub correlation_id: &'a str,
+    /// The session's observer.
+    pub observer: &'a std::sync::Arc<dyn Observer>,
 }
 
 impl Context<'_> {
-    /// A fresh internal API client (created only by commands that call the API).
+    /// A fresh internal API client (created only by commands that call the API), reporting its
+    /// requests to the session's observer.
     pub fn api(&self) -> Result<api::Client, api::Error> {
         api::Client::new(self.config, self.correlation_id)
+            .map(|c| c.with_observer(std::sync::Arc::clone(self.observer)))
     }
 }
 
@@ -108,6 +116,18 @@ impl Command {
             Command::PersonalAccessToken(_) => "*personalaccesstoken.Command",
         }
     }
+
+    /// GitLab Shell's `GitCommands`: the only commands a session authenticated by a group SSH
+    /// certificate may run (docs/gitlab-sshd.md, "Authentication").
+    pub fn is_git(&self) -> bool {
+        matches!(
+            self,
+            Command::LfsAuthenticate
+                | Command::UploadPack
+                | Command::ReceivePack
+                | Command::UploadArchive
+        )
+    }
 }
 
 /// Chooses the command from the SSH command's words (behaviour §1.2 table). Unknown and
@@ -129,6 +149,17 @@ pub fn build(words: &[String], config: &Config) -> Result<Command, Error> {
         }
         Some(_) => return Err(Error::UnknownCommand),
     })
+}
+
+/// [`build`] for a session: a session authenticated by a group SSH certificate (its
+/// environment carries the certificate's namespace) may only run git commands; anything else is
+/// refused as an unknown command (GitLab Shell's `GitCommands` rule).
+pub fn build_for(words: &[String], session: &Session<'_>) -> Result<Command, Error> {
+    let cmd = build(words, session.config)?;
+    if !session.env.namespace_path.is_empty() && !cmd.is_git() {
+        return Err(Error::UnknownCommand);
+    }
+    Ok(cmd)
 }
 
 /// Runs `cmd`.
@@ -160,10 +191,11 @@ pub fn execute_with(session: &Session<'_>, io: &mut Io, report: fn(&Error, &mut 
         Ok(words) => words,
         Err(e) => return error::report_status(&e.into(), io),
     };
-    let cmd = match build(&words, session.config) {
+    let cmd = match build_for(&words, session) {
         Ok(cmd) => cmd,
         Err(e) => return error::report_status(&e, io),
     };
+    session.observer.command_built(&cmd);
     tracing::info!(command = cmd.name(), env = %logged_env(&session.env), "gitlab-shell: main: executing command");
     let ctx = Context {
         config: session.config,
@@ -171,6 +203,7 @@ pub fn execute_with(session: &Session<'_>, io: &mut Io, report: fn(&Error, &mut 
         env: &session.env,
         words: &words,
         correlation_id: session.correlation_id,
+        observer: &session.observer,
     };
     match run(&cmd, &ctx, io) {
         Ok(()) => {
@@ -182,6 +215,7 @@ pub fn execute_with(session: &Session<'_>, io: &mut Io, report: fn(&Error, &mut 
         }
         Err(e) => {
             tracing::warn!(command = cmd.name(), error_message = %e, "gitlab-shell: main: command execution failed");
+            session.observer.command_failed(&e);
             report(&e, io)
         }
     }
@@ -201,6 +235,7 @@ pub fn shell(
         identity: args::shell::parse_identity(argv),
         env,
         correlation_id,
+        observer: crate::observe::noop(),
     };
     execute(&session, io)
 }
@@ -351,6 +386,7 @@ mod command_tests {
             identity: alice(),
             env: SshEnv::from_values("", "git-upload-pack r".into(), ""),
             correlation_id: "c",
+            observer: crate::observe::noop(),
         };
         assert_eq!(execute(&session, &mut io), 1);
         assert_eq!(

@@ -164,6 +164,7 @@ impl Kit {
             identity,
             env,
             correlation_id: "command-test",
+            observer: crate::observe::noop(),
         };
         let status = execute(&session, &mut io);
         Outcome {
