@@ -1437,8 +1437,9 @@ fn colon_sample(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-/// The internal-API, LFS and session-error metrics move: a clone counts its API requests by
-/// code and method (promhttp's lower-case method), the in-flight gauge returns to 0, LFS
+/// The internal-API, Gitaly, LFS and session-error metrics move: a clone counts its API
+/// requests by code and method (promhttp's lower-case method), two clones dial Gitaly once (the
+/// connection cache), the in-flight gauge returns to 0, LFS
 /// authentication is counted, and a failing `/allowed` (500 after retries) counts a session
 /// error and a connection error once. Parsed with a Prometheus text parser.
 /// See: docs/gitlab-sshd.md, "Probes and metrics".
@@ -1482,6 +1483,18 @@ fn metrics_count_api_requests_lfs_and_session_errors() {
         colon_sample(&after, "gitlab_sli:shell_sshd_sessions:errors_total"),
         Some(0.0),
         "a successful clone is no error"
+    );
+    // A second clone, on a new SSH connection, reuses the Gitaly connection of the first.
+    w.ok(&w.git(&work).args(["clone", &w.url(), "again"]).run());
+    let again = metrics();
+    assert_eq!(
+        sample(
+            &again,
+            "gitlab_shell_gitaly_connections_total",
+            &[("status", "ok")]
+        ),
+        Some(1.0),
+        "one Gitaly dial for two clones: {again}"
     );
 
     let run = w

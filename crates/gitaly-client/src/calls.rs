@@ -4,6 +4,7 @@
 
 use crate::connection::{self, Connection, SidechannelStream};
 use crate::output::{self, Output};
+use crate::pool::Pool;
 use crate::sidechannel::{self, Band, FramingError};
 use crate::stdin::{self, StdinError};
 use crate::{CallMeta, Error, RetryPolicy, Stdio, Target, address, metadata, proto};
@@ -24,7 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 /// then the whole runtime: every task on it goes (the tonic call, whose HTTP/2 stream is reset,
 /// the sidechannel, the yamux session), which closes the connection to Gitaly; Gitaly cancels
 /// the RPC's context and kills git.
-fn run<T, F, Fut>(t: &Target, io: Stdio<'_>, body: F) -> Result<T, Error>
+fn run<T, F, Fut>(t: &Target, pool: Option<&Pool>, io: Stdio<'_>, body: F) -> Result<T, Error>
 where
     T: Send,
     F: FnOnce(Connection, Box<dyn Read + Send>, Output) -> Fut + Send,
@@ -50,13 +51,22 @@ where
                 () = watched.cancelled() => Err(Error::cancelled()),
                 result = async {
                     let dialled = tokio::time::Instant::now();
-                    let conn = dial_with_retries(&address, retry.as_ref()).await?;
+                    let (cached, conn) = match pool {
+                        Some(p) => p.connection(t, &address, retry.as_ref()).await.map(|(id, c)| (Some(id), c))?,
+                        None => (None, dial_with_retries(&address, retry.as_ref()).await?),
+                    };
                     // A Gitaly that accepted and stays silent fails like a dial timeout.
                     let heard = conn.heard.clone();
-                    tokio::select! {
+                    let result = tokio::select! {
                         result = body(conn, stdin, out) => result,
                         e = heard.unless_heard_by(dialled + connection::DIAL_TIMEOUT) => Err(e),
+                    };
+                    if let (Some(p), Some(id), Err(e)) = (pool, cached, &result)
+                        && e.code() == Some(tonic::Code::Unavailable)
+                    {
+                        p.forget_target(t, id);
                     }
+                    result
                 } => result,
             }
         })
@@ -65,7 +75,7 @@ where
 
 /// Dials, retrying a failed dial as `policy` says (only dials: nothing has reached the client
 /// yet and nothing was read from it).
-async fn dial_with_retries(
+pub(crate) async fn dial_with_retries(
     address: &address::Address,
     policy: Option<&RetryPolicy>,
 ) -> Result<Connection, Error> {
@@ -182,8 +192,18 @@ pub(crate) fn receive_pack(
     r: proto::SshReceivePackRequest,
     io: Stdio,
 ) -> Result<Option<i32>, Error> {
+    receive_pack_via(None, t, m, r, io)
+}
+
+pub(crate) fn receive_pack_via(
+    pool: Option<&Pool>,
+    t: &Target,
+    m: &CallMeta,
+    r: proto::SshReceivePackRequest,
+    io: Stdio,
+) -> Result<Option<i32>, Error> {
     let request = request_with_meta(r, t, m, "git-receive-pack", None);
-    run(t, io, |conn, stdin, out| {
+    run(t, pool, io, |conn, stdin, out| {
         bidi(
             conn,
             request,
@@ -204,8 +224,18 @@ pub(crate) fn upload_archive(
     r: proto::SshUploadArchiveRequest,
     io: Stdio,
 ) -> Result<Option<i32>, Error> {
+    upload_archive_via(None, t, m, r, io)
+}
+
+pub(crate) fn upload_archive_via(
+    pool: Option<&Pool>,
+    t: &Target,
+    m: &CallMeta,
+    r: proto::SshUploadArchiveRequest,
+    io: Stdio,
+) -> Result<Option<i32>, Error> {
     let request = request_with_meta(r, t, m, "git-upload-archive", None);
-    run(t, io, |conn, stdin, out| {
+    run(t, pool, io, |conn, stdin, out| {
         bidi(
             conn,
             request,
@@ -229,7 +259,17 @@ pub(crate) fn upload_pack(
     r: proto::SshUploadPackWithSidechannelRequest,
     io: Stdio,
 ) -> Result<Option<proto::PackfileNegotiationStatistics>, Error> {
-    run(t, io, |conn, stdin, out| async move {
+    upload_pack_via(None, t, m, r, io)
+}
+
+pub(crate) fn upload_pack_via(
+    pool: Option<&Pool>,
+    t: &Target,
+    m: &CallMeta,
+    r: proto::SshUploadPackWithSidechannelRequest,
+    io: Stdio,
+) -> Result<Option<proto::PackfileNegotiationStatistics>, Error> {
+    run(t, pool, io, |conn, stdin, out| async move {
         let (id, mut waiter) = conn.registry.register();
         let request = request_with_meta(r, t, m, "git-upload-pack", Some(id));
         let (tx, rx) = mpsc::channel(stdin::CHANNEL_DEPTH);

@@ -69,6 +69,8 @@ pub struct Shared {
     per_source: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, u64>>>,
     /// Cancelled at the end of the grace period: every connection is cut.
     pub cut: CancellationToken,
+    /// Gitaly connections shared by every session (per address and token).
+    gitaly_pool: gitaly_client::Pool,
     tracker: TaskTracker,
 }
 
@@ -233,6 +235,15 @@ impl Shared {
             unauthenticated,
             per_source: Arc::default(),
             cut: CancellationToken::new(),
+            // Connections live on the server's runtime (this runs inside it).
+            gitaly_pool: gitaly_client::Pool::new(
+                tokio::runtime::Handle::current(),
+                Box::new(|ok| {
+                    METRICS
+                        .gitaly_connections
+                        .inc(&[if ok { "ok" } else { "fail" }]);
+                }),
+            ),
             tracker: TaskTracker::new(),
         }))
     }
@@ -796,6 +807,7 @@ impl russh::server::Handler for Conn {
             identity,
             namespace: self.namespace.clone(),
             conn_errors: Arc::clone(&self.conn_errors),
+            gitaly_pool: self.shared.gitaly_pool.clone(),
             remote: self.remote,
             local: self.local,
             correlation_id: self.correlation_id.clone(),

@@ -42,6 +42,8 @@ pub struct SessionCtx {
     pub namespace: String,
     /// The connection's server-side error flag (`gitlab_sli:shell_sshd_connections:errors_total`).
     pub conn_errors: Arc<ConnErrors>,
+    /// The server's Gitaly connection cache.
+    pub gitaly_pool: gitaly_client::Pool,
     /// Client address (from the PROXY header when there is one).
     pub remote: SocketAddr,
     /// Our address.
@@ -157,6 +159,7 @@ pub fn run_command(ctx: &SessionCtx, command: OsString, git_protocol: &str, io: 
         env,
         correlation_id: &ctx.correlation_id,
         observer: Arc::new(SessionObserver::new(Arc::clone(&ctx.conn_errors))),
+        gitaly_pool: Some(ctx.gitaly_pool.clone()),
     };
     gitlab_shell::command::execute_with(&session, io, gitlab_shell::error::report_status_sshd)
 }

@@ -349,6 +349,7 @@ mod command_tests {
                     env: Kit::env(&command),
                     correlation_id: "c",
                     observer: crate::observe::noop(),
+                    gitaly_pool: None,
                 };
                 let status = execute(&session, &mut io);
                 let _ = tx.send((status, err.text()));
@@ -436,6 +437,7 @@ mod command_tests {
                 env: Kit::env("git-upload-pack group/repo.git"),
                 correlation_id: "c",
                 observer: crate::observe::noop(),
+                gitaly_pool: None,
             };
             let _ = tx.send(execute(&session, &mut io));
         });

@@ -51,6 +51,9 @@ pub struct Session<'a> {
     /// Told what the session does (API requests, the command chosen, its failure);
     /// [`crate::observe::noop`] when nobody watches.
     pub observer: std::sync::Arc<dyn Observer>,
+    /// Gitaly connections shared with the front door's other sessions (gitlab-sshd); `None`
+    /// dials a connection per call (the classic one-session process).
+    pub gitaly_pool: Option<gitaly_client::Pool>,
 }
 
 /// What a running command needs besides its I/O.
@@ -67,6 +70,8 @@ pub struct Context<'a> {
     pub correlation_id: &'a str,
     /// The session's observer.
     pub observer: &'a std::sync::Arc<dyn Observer>,
+    /// The session's Gitaly connection cache, if any.
+    pub gitaly_pool: Option<&'a gitaly_client::Pool>,
 }
 
 impl Context<'_> {
@@ -204,6 +209,7 @@ pub fn execute_with(session: &Session<'_>, io: &mut Io, report: fn(&Error, &mut 
         words: &words,
         correlation_id: session.correlation_id,
         observer: &session.observer,
+        gitaly_pool: session.gitaly_pool.as_ref(),
     };
     match run(&cmd, &ctx, io) {
         Ok(()) => {
@@ -236,6 +242,7 @@ pub fn shell(
         env,
         correlation_id,
         observer: crate::observe::noop(),
+        gitaly_pool: None,
     };
     execute(&session, io)
 }
@@ -387,6 +394,7 @@ mod command_tests {
             env: SshEnv::from_values("", "git-upload-pack r".into(), ""),
             correlation_id: "c",
             observer: crate::observe::noop(),
+            gitaly_pool: None,
         };
         assert_eq!(execute(&session, &mut io), 1);
         assert_eq!(

@@ -165,6 +165,7 @@ impl Kit {
             env,
             correlation_id: "command-test",
             observer: crate::observe::noop(),
+            gitaly_pool: None,
         };
         let status = execute(&session, &mut io);
         Outcome {
