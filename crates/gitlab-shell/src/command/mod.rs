@@ -433,4 +433,94 @@ mod command_tests {
         assert_eq!(run.status, 1);
         assert!(run.stderr.starts_with("remote: "), "{}", run.stderr);
     }
+
+    /// Records what the command layer reports.
+    #[derive(Debug, Default)]
+    struct Recorder(std::sync::Mutex<Vec<String>>);
+
+    impl crate::observe::Observer for Recorder {
+        fn http_request_started(&self) {
+            self.0.lock().unwrap().push("started".into());
+        }
+        fn http_request_finished(
+            &self,
+            method: &str,
+            status: Option<u16>,
+            _elapsed: std::time::Duration,
+        ) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("finished {method} {status:?}"));
+        }
+        fn command_built(&self, command: &Command) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("built {}", command.name()));
+        }
+        fn command_failed(&self, error: &Error) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("failed session_error={}", error.is_session_error()));
+        }
+    }
+
+    fn observed(kit: &Kit, cmd: &str, namespace: &str) -> (u8, String, Vec<String>) {
+        let recorder = std::sync::Arc::new(Recorder::default());
+        let mut env = SshEnv::from_values("192.0.2.10 5555 127.0.0.1 22", cmd.into(), "");
+        env.namespace_path = namespace.into();
+        let session = Session {
+            config: &kit.config,
+            identity: alice(),
+            env,
+            correlation_id: "c",
+            observer: recorder.clone(),
+            gitaly_pool: None,
+        };
+        let (mut io, _out, err) = Io::memory(b"");
+        let status = execute(&session, &mut io);
+        let seen = recorder.0.lock().unwrap().clone();
+        (status, err.text(), seen)
+    }
+
+    #[test]
+    fn the_observer_sees_api_attempts_the_command_and_its_failure() {
+        let kit = Kit::new("");
+        let (status, _, seen) = observed(&kit, "git-upload-pack nope/nope.git", "");
+        assert_eq!(status, 1);
+        assert_eq!(
+            seen,
+            [
+                "built *uploadpack.Command",
+                "started",
+                "finished POST Some(404)",
+                "failed session_error=false",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_group_certificate_session_runs_git_commands_only() {
+        let kit = Kit::new("");
+        for cmd in ["2fa_recovery_codes", "personal_access_token t api 1", ""] {
+            let (status, stderr, seen) = observed(&kit, cmd, "group");
+            assert_eq!(
+                (status, stderr.as_str()),
+                (1, "Disallowed command\n"),
+                "{cmd}"
+            );
+            assert!(seen.is_empty(), "{cmd}: {seen:?}");
+        }
+        assert!(kit.api.requests().is_empty(), "nothing reached the API");
+        let (_, _, seen) = observed(&kit, "git-upload-pack group/repo.git", "group");
+        assert_eq!(
+            seen.first().map(String::as_str),
+            Some("built *uploadpack.Command")
+        );
+        let allowed = kit.api.requests_to("/allowed");
+        assert_eq!(allowed.len(), 1);
+        assert_eq!(allowed[0].body["namespace_path"], "group");
+    }
 }
