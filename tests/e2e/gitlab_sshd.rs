@@ -150,10 +150,16 @@ fn sshd_binary() -> PathBuf {
 /// for it to listen. `GITLAB_SHELL_DIR` names the same folder: the Go build (Debian's) finds
 /// `config.yml` only through it.
 fn spawn(dir: &Path) -> (Child, Arc<Mutex<String>>) {
+    spawn_with_env(dir, &[])
+}
+
+/// [`spawn`] with extra environment variables.
+fn spawn_with_env(dir: &Path, env: &[(&str, &str)]) -> (Child, Arc<Mutex<String>>) {
     let mut child = Command::new(sshd_binary())
         .arg("-config-dir")
         .arg(dir)
         .env("GITLAB_SHELL_DIR", dir)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -181,7 +187,11 @@ fn field(log: &str, msg: &str, name: &str) -> Option<String> {
 }
 
 fn start(dir: &Path) -> Server {
-    let (child, stderr) = spawn(dir);
+    start_with_env(dir, &[])
+}
+
+fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Server {
+    let (child, stderr) = spawn_with_env(dir, env);
     let started = Instant::now();
     loop {
         let log = stderr.lock().unwrap().clone();
@@ -286,8 +296,13 @@ impl World {
     }
 
     fn git(&self, dir: &Path) -> Cmd {
+        self.git_with_key(dir, &self.alice.private_key)
+    }
+
+    /// `git` whose ssh offers `key` (and its `-cert.pub`, as OpenSSH does with `-i`).
+    fn git_with_key(&self, dir: &Path, key: &Path) -> Cmd {
         let mut command = String::from("ssh");
-        for o in ssh_options(self.server.addr.port(), &self.alice.private_key) {
+        for o in ssh_options(self.server.addr.port(), key) {
             command.push(' ');
             command.push_str(&o);
         }
@@ -1314,4 +1329,354 @@ fn connections_per_source_address_are_capped() {
     drop(idle);
     thread::sleep(Duration::from_millis(300));
     w.ok(&w.ssh().run());
+}
+
+/// A fresh ed25519 key pair `<dir>/<name>` (CA or host key), made by ssh-keygen.
+fn keygen(dir: &Path, name: &str) -> PathBuf {
+    let key = dir.join(name);
+    Cmd::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .run()
+        .assert_success();
+    key
+}
+
+/// The `SHA256:` fingerprint of a public key file, as `ssh-keygen -l` prints it.
+fn sha256_fingerprint(public: &Path) -> String {
+    let run = Cmd::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(public)
+        .run();
+    run.assert_success();
+    String::from_utf8_lossy(&run.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned()
+}
+
+/// A client key GitLab does not know, with a user certificate signed by `ca` for KeyId
+/// `key_id` and the current user as principal.
+fn certified_key(dir: &Path, ca: &Path, name: &str, key_id: &str) -> PathBuf {
+    let key = ClientKey::generate(dir, name).private_key;
+    Cmd::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(ca)
+        .args(["-I", key_id, "-n", &current_user(), "-V", "-5m:+1h"])
+        .arg(key.with_extension("pub"))
+        .run()
+        .assert_success();
+    key
+}
+
+/// A certificate signed by a group's CA: with `FF_GITLAB_SHELL_SSH_CERTIFICATES=1` gitlab-sshd
+/// asks `/authorized_certs` (CA fingerprint without `SHA256:`, KeyId), runs the session as the
+/// user it names, sends the group as `namespace_path` on `/allowed`, and refuses commands other
+/// than git's; with the switch off the certificate is refused. Real `ssh-keygen -s`, `ssh`,
+/// `git`. See: docs/gitlab-sshd.md, "Authentication".
+#[test]
+fn group_ca_certificates_through_authorized_certs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = keygen(dir.path(), "group-ca");
+    let fingerprint = sha256_fingerprint(&ca.with_extension("pub"));
+    let bare = fingerprint.strip_prefix("SHA256:").unwrap().to_owned();
+    // An unrelated instance-level CA: with one configured, a certificate's key is let through
+    // to the certificate check (without any, and the switch off, the certificate's bare key is
+    // refused at once as unknown, before any certificate logic).
+    let instance_ca = keygen(dir.path(), "instance-ca");
+    let mut w = world(
+        "sshd-group-ca",
+        &format!(
+            "  trusted_user_ca_keys: [{}]\n",
+            instance_ca.with_extension("pub").display()
+        ),
+    );
+    w.sandbox.api().update_fixture(|f| {
+        f.group_cas = vec![stub_api_group_ca(&bare, "group")];
+    });
+    let key = certified_key(dir.path(), &ca, "member", "alice");
+
+    // Switch off (the default): the certificate is refused, nothing is asked.
+    let run = w.ssh_as(&current_user(), &key).run();
+    assert_eq!(run.code, 255, "{run}");
+    run.assert_stderr_contains("Permission denied (publickey)");
+    assert!(w.sandbox.api().requests_to("/authorized_certs").is_empty());
+    assert!(
+        w.server
+            .log()
+            .contains("handleUserCertificate: feature is disabled"),
+        "{}",
+        w.server.log()
+    );
+
+    // Switch on (and no instance-level CA at all).
+    write_config(&w.sandbox, "");
+    drop(std::mem::replace(
+        &mut w.server,
+        start_with_env(
+            w.sandbox.root(),
+            &[("FF_GITLAB_SHELL_SSH_CERTIFICATES", "1")],
+        ),
+    ));
+    let work = w.sandbox.work_dir("clones");
+    let run = w
+        .git_with_key(&work, &key)
+        .args(["clone", &w.url(), "via-group-cert"])
+        .run();
+    w.ok(&run);
+    assert_eq!(
+        fs::read(work.join("via-group-cert/README.md")).unwrap(),
+        b"# Hello\n"
+    );
+    let certs = w.sandbox.api().requests_to("/authorized_certs");
+    assert_eq!(certs.len(), 1, "{certs:?}");
+    assert_eq!(
+        certs[0].query,
+        format!(
+            "key={}&user_identifier=alice",
+            bare.replace('+', "%2B").replace('/', "%2F")
+        )
+    );
+    let allowed = w.sandbox.api().requests_to("/allowed");
+    let last = allowed.last().unwrap();
+    assert_eq!(last.body["username"], "alice", "{}", last.body);
+    assert_eq!(last.body["namespace_path"], "group", "{}", last.body);
+    assert!(last.body.get("key_id").is_none(), "{}", last.body);
+    assert!(
+        w.server
+            .log()
+            .contains("user certificate is signed by a trusted CA (group-level)")
+    );
+
+    // Only git commands: the welcome and 2FA are refused as unknown commands.
+    for command in ["", "2fa_recovery_codes"] {
+        let run = w
+            .ssh_as(&current_user(), &key)
+            .arg(command)
+            .stdin(Vec::new())
+            .run();
+        assert_eq!(run.code, 128, "{command}: {run}");
+        run.assert_stderr_contains(format!("ERROR: Unknown command: {command}\n"));
+    }
+
+    // A KeyId the group does not know, and a CA no group trusts, are refused.
+    let stranger = certified_key(dir.path(), &ca, "stranger", "nobody");
+    assert_eq!(w.ssh_as(&current_user(), &stranger).run().code, 255);
+    let other_ca = keygen(dir.path(), "other-ca");
+    let other = certified_key(dir.path(), &other_ca, "other", "alice");
+    assert_eq!(w.ssh_as(&current_user(), &other).run().code, 255);
+}
+
+fn stub_api_group_ca(
+    fingerprint: &str,
+    namespace: &str,
+) -> test_support::stub_api::fixture::GroupCa {
+    test_support::stub_api::fixture::GroupCa {
+        fingerprint: fingerprint.to_owned(),
+        namespace: namespace.to_owned(),
+    }
+}
+
+/// `host_cert_files`: gitlab-sshd presents the certificate of its host key, so an OpenSSH client
+/// that trusts only the host CA (`@cert-authority` in known_hosts, StrictHostKeyChecking=yes)
+/// connects; offered the bare key it refuses. An unreadable certificate file is logged and
+/// skipped. See: docs/gitlab-sshd.md, "Configuration".
+#[test]
+fn host_certificate_is_accepted_by_a_client_trusting_the_host_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = keygen(dir.path(), "host-ca");
+    let mut builder = Sandbox::builder("sshd-host-cert")
+        .fixture_yaml(FIXTURE)
+        .gitaly(false);
+    let alice = builder.client_key("alice", 1, Some("alice"));
+    let sandbox = builder.build();
+    let host_key = keygen(sandbox.root(), "ssh_host_ed25519_key");
+    Cmd::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(&ca)
+        .args([
+            "-I",
+            "gitlab-sshd",
+            "-h",
+            "-n",
+            "127.0.0.1",
+            "-V",
+            "-5m:+1h",
+        ])
+        .arg(host_key.with_extension("pub"))
+        .run()
+        .assert_success();
+    let cert = sandbox.root().join("ssh_host_ed25519_key-cert.pub");
+    assert!(cert.exists());
+    write_config(
+        &sandbox,
+        &format!(
+            "  host_cert_files:\n    - {}\n    - {}\n",
+            sandbox.root().join("missing-cert.pub").display(),
+            cert.display()
+        ),
+    );
+    let server = start(sandbox.root());
+    assert!(
+        server.log().contains("Failed to load host certificate"),
+        "{}",
+        server.log()
+    );
+    let known_hosts = dir.path().join("known_hosts");
+    let ca_line = fs::read_to_string(ca.with_extension("pub")).unwrap();
+    fs::write(&known_hosts, format!("@cert-authority * {ca_line}")).unwrap();
+    let ssh = |extra: &[&str]| {
+        Cmd::new("ssh")
+            .args(["-F", "/dev/null", "-i"])
+            .arg(&alice.private_key)
+            .args(["-p", &server.addr.port().to_string()])
+            .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
+            .args(["-o", "StrictHostKeyChecking=yes"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .args(extra)
+            .arg(format!("{}@127.0.0.1", current_user()))
+            .timeout(Duration::from_secs(60))
+            .run()
+    };
+    let run = ssh(&[]);
+    assert_eq!(run.code, 0, "{run}\n{}", server.log());
+    run.assert_stdout_contains("Welcome to GitLab, @alice!\n");
+    // The same client, allowed only the bare key type: the CA cannot vouch for it.
+    let run = ssh(&["-o", "HostKeyAlgorithms=ssh-ed25519"]);
+    assert_eq!(run.code, 255, "{run}");
+    run.assert_stderr_contains("Host key verification failed");
+}
+
+/// The value of the series `name` with exactly `labels`, read with a Prometheus text parser
+/// (prometheus-parse). That parser only knows names made of `\\w` characters, so upstream's
+/// recording-rule style names (`gitlab_sli:…`) are read by [`colon_sample`] instead.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+    scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == name
+                && s.labels.len() == labels.len()
+                && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+/// The value of an unlabelled series whose name has colons: the line `<name> <value>`.
+fn colon_sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The internal-API, Gitaly, LFS and session-error metrics move: a clone counts its API
+/// requests by code and method (promhttp's lower-case method), two clones dial Gitaly once (the
+/// connection cache), the in-flight gauge returns to 0, LFS
+/// authentication is counted, and a failing `/allowed` (500 after retries) counts a session
+/// error and a connection error once. Parsed with a Prometheus text parser.
+/// See: docs/gitlab-sshd.md, "Probes and metrics".
+#[test]
+fn metrics_count_api_requests_lfs_and_session_errors() {
+    let w = world("sshd-metrics", "");
+    let metrics = || w.server.get("/metrics").1;
+    let before = metrics();
+    assert_eq!(
+        colon_sample(&before, "gitlab_sli:shell_sshd_sessions:errors_total"),
+        Some(0.0)
+    );
+    let work = w.sandbox.work_dir("clones");
+    w.ok(&w.git(&work).args(["clone", &w.url(), "one"]).run());
+    let after = metrics();
+    let get_200 = [("code", "200"), ("method", "get")];
+    let post_200 = [("code", "200"), ("method", "post")];
+    assert!(
+        sample(&after, "gitlab_shell_http_requests_total", &get_200).unwrap_or(0.0) >= 1.0,
+        "authorized_keys lookup: {after}"
+    );
+    assert!(
+        sample(&after, "gitlab_shell_http_requests_total", &post_200).unwrap_or(0.0) >= 1.0,
+        "/allowed: {after}"
+    );
+    assert!(
+        sample(
+            &after,
+            "gitlab_shell_http_request_duration_seconds_count",
+            &post_200
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "gitlab_shell_http_in_flight_requests", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        colon_sample(&after, "gitlab_sli:shell_sshd_sessions:errors_total"),
+        Some(0.0),
+        "a successful clone is no error"
+    );
+    // A second clone, on a new SSH connection, reuses the Gitaly connection of the first.
+    w.ok(&w.git(&work).args(["clone", &w.url(), "again"]).run());
+    let again = metrics();
+    assert_eq!(
+        sample(
+            &again,
+            "gitlab_shell_gitaly_connections_total",
+            &[("status", "ok")]
+        ),
+        Some(1.0),
+        "one Gitaly dial for two clones: {again}"
+    );
+
+    let run = w
+        .ssh()
+        .arg("git-lfs-authenticate group/open download")
+        .run();
+    w.ok(&run);
+    assert_eq!(
+        sample(&metrics(), "lfs_http_connections_total", &[]),
+        Some(1.0)
+    );
+
+    w.sandbox.api().set_fault(
+        "/api/v4/internal/allowed",
+        test_support::stub_api::Fault::Status(500, "{}".into()),
+    );
+    let run = w.git(&work).args(["clone", &w.url(), "two"]).run();
+    assert_ne!(run.code, 0, "{run}");
+    let failed = metrics();
+    assert_eq!(
+        colon_sample(&failed, "gitlab_sli:shell_sshd_sessions:errors_total"),
+        Some(1.0),
+        "{failed}"
+    );
+    assert_eq!(
+        colon_sample(&failed, "gitlab_sli:shell_sshd_connections:errors_total"),
+        Some(1.0),
+        "{failed}"
+    );
+    assert_eq!(
+        sample(
+            &failed,
+            "gitlab_shell_http_requests_total",
+            &[("code", "500"), ("method", "post")]
+        ),
+        Some(3.0),
+        "three attempts: {failed}"
+    );
+    assert!(
+        w.server.log().contains("connection: session error"),
+        "{}",
+        w.server.log()
+    );
 }

@@ -4,10 +4,11 @@
 
 use crate::connection::{self, Connection, SidechannelStream};
 use crate::output::{self, Output};
+use crate::pool::Pool;
 use crate::retry::{AttemptStdin, Committed, Replay};
 use crate::sidechannel::{self, Band, FramingError};
 use crate::stdin;
-use crate::{CallMeta, Error, RetryPolicy, Stdio, Target, address, metadata, proto};
+use crate::{CallMeta, Error, Stdio, Target, address, metadata, proto};
 use futures::stream::{self, BoxStream, StreamExt};
 use proto::ssh_service_client::SshServiceClient;
 use std::future::Future;
@@ -26,7 +27,7 @@ use tonic::{Request, Response, Status, Streaming};
 /// then the whole runtime: every task on it goes (the tonic call, whose HTTP/2 stream is reset,
 /// the sidechannel, the yamux session), which closes the connection to Gitaly; Gitaly cancels
 /// the RPC's context and kills git.
-fn run<T, F, Fut>(t: &Target, io: Stdio<'_>, body: F) -> Result<T, Error>
+fn run<T, F, Fut>(t: &Target, pool: Option<&Pool>, io: Stdio<'_>, body: F) -> Result<T, Error>
 where
     T: Send,
     F: Fn(Connection, AttemptStdin, Output, Committed) -> Fut + Send,
@@ -52,7 +53,7 @@ where
             tokio::select! {
                 biased;
                 () = watched.cancelled() => Err(Error::cancelled()),
-                result = attempts(&address, &t.trust, t.retry.as_ref(), &replay, &out, &body) => result,
+                result = attempts(&address, t, pool, &replay, &out, &body) => result,
             }
         })
     })
@@ -67,8 +68,8 @@ where
 /// consumed stdin cannot be replayed.
 async fn attempts<T, F, Fut>(
     address: &address::Address,
-    trust: &tls_trust::Trust,
-    policy: Option<&RetryPolicy>,
+    t: &Target,
+    pool: Option<&Pool>,
     replay: &Replay,
     out: &Output,
     body: &F,
@@ -77,12 +78,24 @@ where
     F: Fn(Connection, AttemptStdin, Output, Committed) -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
+    let policy = t.retry.as_ref();
     let mut attempt = 1;
+    // A cached connection may have died unnoticed since its last call (Gitaly restarted): one
+    // fresh dial is allowed for that, policy or not, while the call is not committed.
+    let mut stale_redial = pool.is_some();
     loop {
         let committed = Committed::default();
+        let mut reused = None;
         let result = async {
             let dialled = tokio::time::Instant::now();
-            let conn = connection::connect(address, trust).await?;
+            let conn = match pool {
+                Some(p) => {
+                    let (id, conn, was_cached) = p.connection(t, address).await?;
+                    reused = Some((id, was_cached));
+                    conn
+                }
+                None => connection::connect(address, &t.trust).await?,
+            };
             // A Gitaly that accepted and stays silent fails like a dial timeout.
             let heard = conn.heard.clone();
             let stdin = replay.attempt().await;
@@ -96,6 +109,24 @@ where
             Ok(value) => return Ok(value),
             Err(e) => e,
         };
+        let unavailable = error.code() == Some(tonic::Code::Unavailable);
+        if let (Some(p), Some((id, was_cached))) = (pool, reused)
+            && unavailable
+        {
+            p.forget_target(t, id);
+            if was_cached
+                && std::mem::take(&mut stale_redial)
+                && !out.started()
+                && !committed.get()
+                && replay.replayable().await
+            {
+                tracing::debug!(
+                    error_message = %error,
+                    "cached Gitaly connection failed before the call began; dialling again"
+                );
+                continue;
+            }
+        }
         let Some(policy) = policy.filter(|p| attempt < p.max_attempts && p.retries(&error)) else {
             return Err(error);
         };
@@ -213,7 +244,17 @@ pub(crate) fn receive_pack(
     r: proto::SshReceivePackRequest,
     io: Stdio,
 ) -> Result<Option<i32>, Error> {
-    run(t, io, |conn, stdin, out, committed| {
+    receive_pack_via(None, t, m, r, io)
+}
+
+pub(crate) fn receive_pack_via(
+    pool: Option<&Pool>,
+    t: &Target,
+    m: &CallMeta,
+    r: proto::SshReceivePackRequest,
+    io: Stdio,
+) -> Result<Option<i32>, Error> {
+    run(t, pool, io, |conn, stdin, out, committed| {
         bidi(
             conn,
             request_with_meta(r.clone(), t, m, "git-receive-pack", None),
@@ -235,7 +276,17 @@ pub(crate) fn upload_archive(
     r: proto::SshUploadArchiveRequest,
     io: Stdio,
 ) -> Result<Option<i32>, Error> {
-    run(t, io, |conn, stdin, out, committed| {
+    upload_archive_via(None, t, m, r, io)
+}
+
+pub(crate) fn upload_archive_via(
+    pool: Option<&Pool>,
+    t: &Target,
+    m: &CallMeta,
+    r: proto::SshUploadArchiveRequest,
+    io: Stdio,
+) -> Result<Option<i32>, Error> {
+    run(t, pool, io, |conn, stdin, out, committed| {
         bidi(
             conn,
             request_with_meta(r.clone(), t, m, "git-upload-archive", None),
@@ -260,9 +311,19 @@ pub(crate) fn upload_pack(
     r: proto::SshUploadPackWithSidechannelRequest,
     io: Stdio,
 ) -> Result<Option<proto::PackfileNegotiationStatistics>, Error> {
+    upload_pack_via(None, t, m, r, io)
+}
+
+pub(crate) fn upload_pack_via(
+    pool: Option<&Pool>,
+    t: &Target,
+    m: &CallMeta,
+    r: proto::SshUploadPackWithSidechannelRequest,
+    io: Stdio,
+) -> Result<Option<proto::PackfileNegotiationStatistics>, Error> {
     // The sidechannel is outside gRPC: the attempt is committed by the output it carries.
     let r = &r;
-    run(t, io, |conn, stdin, out, _committed| async move {
+    run(t, pool, io, |conn, stdin, out, _committed| async move {
         let (id, mut waiter) = conn.registry.register();
         let request = request_with_meta(r.clone(), t, m, "git-upload-pack", Some(id));
 

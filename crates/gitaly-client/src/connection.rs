@@ -70,6 +70,8 @@ impl Registry {
 }
 
 /// A live connection: the gRPC channel and the sidechannel registry of its yamux session.
+/// Clones share the connection (the [`crate::pool::Pool`] hands them to its calls).
+#[derive(Clone)]
 pub struct Connection {
     /// gRPC channel over the first yamux stream.
     pub channel: Channel,
@@ -77,6 +79,8 @@ pub struct Connection {
     pub registry: Registry,
     /// Set once the server has sent anything at all.
     pub heard: Heard,
+    /// Cancelled when the yamux session has ended (the connection is unusable).
+    pub closed: tokio_util::sync::CancellationToken,
 }
 
 /// Whether the peer has sent any byte yet (a Gitaly that accepts and stays silent never does).
@@ -222,7 +226,10 @@ async fn start_session(mut socket: Box<dyn IoDyn>) -> Result<Connection, Error> 
     let mut control = session.control();
     let registry = Registry::default();
     let inbound_registry = registry.clone();
+    let closed = tokio_util::sync::CancellationToken::new();
+    let session_closed = closed.clone();
     tokio::spawn(async move {
+        let _closed = session_closed.drop_guard();
         while let Some(next) = session.next().await {
             match next {
                 Ok(stream) => {
@@ -267,6 +274,7 @@ async fn start_session(mut socket: Box<dyn IoDyn>) -> Result<Connection, Error> 
         channel,
         registry,
         heard,
+        closed,
     })
 }
 

@@ -4,11 +4,13 @@
 //! Each call parses `gitaly.address` ([`address`]), builds a current-thread tokio runtime,
 //! dials with Gitaly's backchannel handshake ([`connection`]: yamux, sidechannel accept),
 //! attaches the metadata of gitaly.md §3.2 ([`metadata`], [`auth`]) and maps a failing status
-//! to GitLab Shell's message ([`Error`]). Callers stay synchronous: the runtime runs on a
+//! to GitLab Shell's message ([`Error`]). A long-running caller reuses connections across calls
+//! through a [`Pool`] ([`pool`]). Callers stay synchronous: the runtime runs on a
 //! scoped helper thread while the calling thread writes git's output, so the calls must not be
 //! made from inside an async runtime.
 
 pub use gitaly_proto as proto;
+pub use pool::Pool;
 pub use retry::{REPLAY_LIMIT, RetryPolicy};
 pub use tls_trust::Trust;
 pub use tokio_util::sync::CancellationToken;
@@ -20,6 +22,7 @@ pub mod connection;
 mod error;
 pub mod metadata;
 mod output;
+pub mod pool;
 mod retry;
 pub mod sidechannel;
 mod socket;

@@ -623,8 +623,14 @@ enum Listen {
 
 impl TestGitaly {
     fn start(listen: Listen, token: Option<&str>) -> Self {
+        Self::start_in(listen, token, None)
+    }
+
+    /// [`Self::start`], listening on the unix socket `at` when given (a restart at the same
+    /// address).
+    fn start_in(listen: Listen, token: Option<&str>, at: Option<std::path::PathBuf>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let socket_path = dir.path().join("gitaly.sock");
+        let socket_path = at.unwrap_or_else(|| dir.path().join("gitaly.sock"));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let svc = Svc {
             token: token.map(str::to_owned),
@@ -1554,4 +1560,131 @@ fn retries_stop_at_max_attempts() {
     assert_eq!(server.seen().len(), 3, "maxAttempts 3");
     // Backoffs of 0.2 s and 0.4 s.
     assert!(started.elapsed() >= Duration::from_millis(600));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The connection pool (gitlab-sshd's sessions share Gitaly connections)
+// ---------------------------------------------------------------------------------------------
+
+/// A long-lived runtime on its own thread, as a server's would be (the pool's connections live
+/// on it); stopped on drop.
+struct PoolRuntime {
+    handle: tokio::runtime::Handle,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PoolRuntime {
+    fn start() -> PoolRuntime {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            runtime.block_on(async {
+                let _ = stopped.await;
+            });
+        });
+        PoolRuntime {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for PoolRuntime {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn pooled_upload_pack(pool: &gitaly_client::Pool, t: &Target) -> (Result<(), Error>, Vec<u8>) {
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let request = proto::SshUploadPackWithSidechannelRequest {
+        repository: repo("hello"),
+        git_protocol: "version=2".into(),
+        git_config_options: vec![],
+    };
+    let io = Stdio {
+        stdin: Box::new(Cursor::new(Vec::new())),
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+        cancel: gitaly_client::CancellationToken::new(),
+    };
+    let result = pool.upload_pack(t, &call_meta(), request, io).map(|_| ());
+    (result, stdout)
+}
+
+/// Two calls through one pool share one connection; once that connection dies (Gitaly
+/// restarted at the same address), it leaves the cache and the next call dials again.
+/// See: docs/gitlab-sshd.md, "Gitaly connections".
+#[test]
+fn a_pool_dials_once_for_two_calls_and_again_after_the_connection_died() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("restarting.sock");
+    let server = TestGitaly::start_in(Listen::Unix, Some(TOKEN), Some(path.clone()));
+    let runtime = PoolRuntime::start();
+    let dials = Arc::new(Mutex::new(Vec::new()));
+    let seen_dials = Arc::clone(&dials);
+    let pool = gitaly_client::Pool::new(
+        runtime.handle.clone(),
+        Box::new(move |ok| seen_dials.lock().unwrap().push(ok)),
+    );
+    let target = server.target();
+    for _ in 0..2 {
+        let (result, stdout) = pooled_upload_pack(&pool, &target);
+        result.unwrap();
+        assert_eq!(stdout, b"hello world");
+    }
+    assert_eq!(*dials.lock().unwrap(), [true], "one dial for two calls");
+    assert_eq!(server.seen().len(), 2);
+    assert_eq!(pool.cached(), 1);
+
+    drop(server);
+    let started = std::time::Instant::now();
+    while pool.live() != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the dead connection still looks alive"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_file(&path);
+    let server = TestGitaly::start_in(Listen::Unix, Some(TOKEN), Some(path.clone()));
+    let (result, stdout) = pooled_upload_pack(&pool, &target);
+    result.unwrap();
+    assert_eq!(stdout, b"hello world");
+    assert_eq!(*dials.lock().unwrap(), [true, true], "dialled again");
+    assert_eq!(server.seen().len(), 1);
+    // A failed dial is reported as such and caches nothing.
+    drop(server);
+    let _ = std::fs::remove_file(&path);
+    while pool.live() != 0 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (result, _) = pooled_upload_pack(&pool, &target);
+    assert_eq!(result.unwrap_err().to_string(), UNAVAILABLE);
+    assert_eq!(*dials.lock().unwrap(), [true, true, false]);
+}
+
+/// Different tokens for one address get different connections, as GitLab Shell keys its cache
+/// by address and token.
+#[test]
+fn a_pool_keys_connections_by_address_and_token() {
+    let server = TestGitaly::start(Listen::Tcp, None);
+    let runtime = PoolRuntime::start();
+    let pool = gitaly_client::Pool::new(runtime.handle.clone(), Box::new(|_| {}));
+    let mut target = server.target();
+    pooled_upload_pack(&pool, &target).0.unwrap();
+    target.token = "another token".into();
+    pooled_upload_pack(&pool, &target).0.unwrap();
+    assert_eq!(pool.cached(), 2);
 }

@@ -46,6 +46,48 @@ impl Error {
     pub fn is_silent(&self) -> bool {
         matches!(self, Error::Gitaly(e) if e.is_silent())
     }
+
+    /// Whether the failure is the server's side's (GitLab Shell 14.56's session-error rules,
+    /// docs/gitlab-sshd.md, "Probes and metrics"): counted in
+    /// `gitlab_sli:shell_sshd_sessions:errors_total`. Not counted: the internal API refusing the
+    /// user (a 4xx answer, a `status`/`success: false` message), refused commands, the client
+    /// going away, gRPC `Canceled` and `Unavailable`, and git's own refusals that Gitaly reports
+    /// as `Internal` (`not our ref`, a broken pipe) or a response copy cut by EOF.
+    pub fn is_session_error(&self) -> bool {
+        match self {
+            Error::Args(_) | Error::UnknownCommand | Error::DisallowedCommand => false,
+            Error::Message(_) | Error::Io(_) => false,
+            Error::Api(e) | Error::Discover(e) => is_system_api_error(e),
+            Error::Gitaly(e) => {
+                let text = e.to_string();
+                if text.contains("copy response: EOF") {
+                    return false;
+                }
+                match e.code() {
+                    Some(tonic::Code::Cancelled) | Some(tonic::Code::Unavailable) => false,
+                    Some(tonic::Code::Internal) => {
+                        !(text.contains(
+                            "exit status 128, stderr: \"fatal: git upload-pack: not our ref ",
+                        ) || text.contains("signal: broken pipe"))
+                    }
+                    _ => true,
+                }
+            }
+        }
+    }
+}
+
+/// A failure of the internal API itself (GitLab Shell's `APIError.System`): unreachable, a 5xx,
+/// an answer that cannot be read or a client that cannot be built; a 4xx is the user's.
+fn is_system_api_error(e: &api::Error) -> bool {
+    match e {
+        api::Error::Api { status, .. } | api::Error::Status(status) => *status >= 500,
+        api::Error::Message(_) => false,
+        api::Error::Unreachable
+        | api::Error::Parse
+        | api::Error::Redirect { .. }
+        | api::Error::Client(_) => true,
+    }
 }
 
 /// Shows `err` the way GitLab Shell does and returns exit code 1.
@@ -78,6 +120,54 @@ pub fn report_status_sshd(err: &Error, io: &mut Io) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_error_accounting_follows_gitlab_shell() {
+        use tonic::Code as code;
+        let status =
+            |c, msg: &str| Error::Gitaly(gitaly_client::Error::from_status(&tonic_status(c, msg)));
+        let counted = [
+            Error::Api(api::Error::Unreachable),
+            Error::Api(api::Error::Status(500)),
+            Error::Api(api::Error::Api {
+                status: 503,
+                message: "down".into(),
+            }),
+            Error::Discover(api::Error::Parse),
+            status(code::Internal, "pack-objects died"),
+            status(code::Unknown, "boom"),
+            status(code::NotFound, "repository not found"),
+        ];
+        for e in &counted {
+            assert!(e.is_session_error(), "{e:?}");
+        }
+        let not_counted = [
+            Error::UnknownCommand,
+            Error::DisallowedCommand,
+            Error::Message("You are not allowed".into()),
+            Error::Api(api::Error::Api {
+                status: 403,
+                message: "no".into(),
+            }),
+            Error::Api(api::Error::Status(404)),
+            Error::Io(std::io::Error::from(std::io::ErrorKind::BrokenPipe)),
+            status(code::Cancelled, "context canceled"),
+            status(code::Unavailable, "gone"),
+            status(
+                code::Internal,
+                "exit status 128, stderr: \"fatal: git upload-pack: not our ref 0123\"",
+            ),
+            status(code::Internal, "signal: broken pipe"),
+            status(code::Unknown, "copy response: EOF"),
+        ];
+        for e in &not_counted {
+            assert!(!e.is_session_error(), "{e:?}");
+        }
+    }
+
+    fn tonic_status(code: tonic::Code, msg: &str) -> tonic::Status {
+        tonic::Status::new(code, msg)
+    }
 
     #[test]
     fn sshd_display_prefixes_error_and_ends_in_a_newline() {

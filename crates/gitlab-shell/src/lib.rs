@@ -7,6 +7,7 @@
 //!   [`identity`] (who the user is);
 //! - output: [`io`], [`console`] (`remote: ` framing), [`messages`], [`error`] (the one
 //!   error → output + exit code mapping), [`keyline`];
+//! - watching: [`observe`] (hooks a front door passes in, e.g. for metrics);
 //! - work: [`api`] (internal API, one module per endpoint), [`command`] (one module per SSH
 //!   command; git data goes through the `gitaly-client` crate).
 //!
@@ -31,5 +32,6 @@ pub mod io;
 pub mod keyline;
 pub mod logging;
 pub mod messages;
+pub mod observe;
 pub mod sshenv;
 pub mod startup;

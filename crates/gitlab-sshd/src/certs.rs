@@ -1,6 +1,8 @@
-//! User certificates signed by an instance-level CA (`trusted_user_ca_keys`; docs/gitlab-sshd.md,
-//! "User certificates"): the certificate's KeyId is the GitLab username, no API call is made,
-//! and the session runs as `username-<KeyId>`.
+//! User certificates (docs/gitlab-sshd.md, "Authentication"). Signed by an instance-level CA
+//! (`trusted_user_ca_keys`): the certificate's KeyId is the GitLab username, no API call is made,
+//! and the session runs as `username-<KeyId>`. Signed by any other CA (group level, behind
+//! `FF_GITLAB_SHELL_SSH_CERTIFICATES=1`): the server asks `/authorized_certs` which user and group
+//! the CA and KeyId stand for. Either way the certificate itself must pass [`validate`].
 
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -62,27 +64,33 @@ pub fn validate_key_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a certificate presented by `user` from `client_ip` (its signature over the auth
-/// request was verified by russh); the GitLab username on success.
-pub fn check(
-    cert: &Certificate,
-    user: &str,
-    client_ip: IpAddr,
-    trusted: &TrustedCas,
-) -> Result<String, String> {
+/// The CA's SHA-256 fingerprint as `/authorized_certs` takes it: base64 without `SHA256:`.
+pub fn api_fingerprint(cert: &Certificate) -> String {
+    let fp = cert
+        .signature_key()
+        .fingerprint(HashAlg::Sha256)
+        .to_string();
+    fp.strip_prefix("SHA256:").unwrap_or(&fp).to_owned()
+}
+
+/// Whether `cert` was signed by one of the instance-level CAs.
+pub fn is_instance_ca(cert: &Certificate, trusted: &TrustedCas) -> bool {
+    trusted
+        .0
+        .contains(&cert.signature_key().fingerprint(HashAlg::Sha256))
+}
+
+/// What every certificate must satisfy, whoever trusts its CA (x/crypto's `CertChecker`): a user
+/// certificate whose signature by its own CA key verifies, valid at `now` (Unix seconds),
+/// listing `user` among its principals (or none), and carrying no critical option but
+/// `source-address`, which must contain `client_ip` (the PROXY header's address when there is
+/// one).
+pub fn validate(cert: &Certificate, user: &str, client_ip: IpAddr, now: u64) -> Result<(), String> {
     if cert.cert_type() != CertType::User {
         return Err("certificate rejected: not a user certificate".into());
     }
     let ca = cert.signature_key().fingerprint(HashAlg::Sha256);
-    if !trusted.0.contains(&ca) {
-        // Group-level CAs (`/authorized_certs`) are not supported yet.
-        return Err("certificate rejected: signed by an untrusted CA".into());
-    }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    cert.validate_at(now, &trusted.0)
+    cert.validate_at(now, &[ca])
         .map_err(|e| format!("certificate rejected: {e}"))?;
     if !cert.valid_principals().is_empty() && !cert.valid_principals().iter().any(|p| p == user) {
         return Err(format!(
@@ -110,6 +118,30 @@ pub fn check(
             }
         }
     }
+    Ok(())
+}
+
+/// The current Unix time in seconds.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// Checks a certificate signed by an instance-level CA, presented by `user` from `client_ip`
+/// (its signature over the auth request was verified by russh); the GitLab username on
+/// success.
+pub fn check(
+    cert: &Certificate,
+    user: &str,
+    client_ip: IpAddr,
+    trusted: &TrustedCas,
+) -> Result<String, String> {
+    if !is_instance_ca(cert, trusted) {
+        return Err("certificate rejected: signed by an untrusted CA".into());
+    }
+    validate(cert, user, client_ip, now())?;
     validate_key_id(cert.key_id()).map_err(|e| format!("certificate rejected: {e}"))?;
     Ok(cert.key_id().to_owned())
 }
@@ -117,6 +149,69 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use russh::keys::ssh_key::certificate::Builder;
+    use russh::keys::{Algorithm, PrivateKey};
+
+    fn key() -> PrivateKey {
+        PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).expect("key")
+    }
+
+    /// A user certificate for `principals`, valid 1000..2000, signed by `ca`.
+    fn cert(ca: &PrivateKey, principals: &[&str], options: &[(&str, &str)]) -> Certificate {
+        let user = key();
+        let mut b = Builder::new_with_random_nonce(&mut rand::rng(), user.public_key(), 1000, 2000)
+            .expect("builder");
+        b.cert_type(CertType::User).expect("type");
+        b.key_id("alice").expect("key id");
+        if principals.is_empty() {
+            b.all_principals_valid().expect("all principals");
+        }
+        for p in principals {
+            b.valid_principal(*p).expect("principal");
+        }
+        for (k, v) in options {
+            b.critical_option(*k, *v).expect("option");
+        }
+        b.sign(ca).expect("sign")
+    }
+
+    #[test]
+    fn validate_checks_validity_principals_and_source_address() {
+        let ca = key();
+        let ip: IpAddr = "192.0.2.7".parse().expect("ip");
+        let c = cert(&ca, &["git"], &[]);
+        assert_eq!(validate(&c, "git", ip, 1500), Ok(()));
+        assert!(validate(&c, "git", ip, 999).is_err(), "not yet valid");
+        assert!(validate(&c, "git", ip, 2001).is_err(), "expired");
+        let e = validate(&c, "root", ip, 1500).unwrap_err();
+        assert!(e.contains("principal \"root\" not in the set"), "{e}");
+        assert_eq!(validate(&cert(&ca, &[], &[]), "root", ip, 1500), Ok(()));
+        let c = cert(&ca, &[], &[("source-address", "10.0.0.0/8,192.0.2.0/24")]);
+        assert_eq!(validate(&c, "git", ip, 1500), Ok(()));
+        let e = validate(&c, "git", "198.51.100.1".parse().expect("ip"), 1500).unwrap_err();
+        assert!(e.contains("source address 198.51.100.1 not allowed"), "{e}");
+        let c = cert(&ca, &[], &[("force-command", "ls")]);
+        assert!(
+            validate(&c, "git", ip, 1500)
+                .unwrap_err()
+                .contains("unsupported critical option")
+        );
+    }
+
+    #[test]
+    fn fingerprint_for_the_api_has_no_prefix_and_instance_cas_are_told_apart() {
+        let (ca, other) = (key(), key());
+        let c = cert(&ca, &[], &[]);
+        let fp = api_fingerprint(&c);
+        assert!(!fp.starts_with("SHA256:") && !fp.is_empty(), "{fp}");
+        assert_eq!(
+            format!("SHA256:{fp}"),
+            ca.public_key().fingerprint(HashAlg::Sha256).to_string()
+        );
+        let trusted = TrustedCas(vec![ca.public_key().fingerprint(HashAlg::Sha256)]);
+        assert!(is_instance_ca(&c, &trusted));
+        assert!(!is_instance_ca(&cert(&other, &[], &[]), &trusted));
+    }
 
     #[test]
     fn key_id_rules() {

@@ -129,7 +129,11 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    env::Overrides::from_env().apply(&mut config);
+    let overrides = env::Overrides::from_env();
+    overrides.apply(&mut config);
+    let features = server::Features {
+        group_certificates: overrides.group_certificates,
+    };
     // Before the runtime starts any thread (docs/gitlab-sshd.md, "Memory").
     alloc::tune();
     logging::install(&config.log_file, &config.log_format, &config.log_level);
@@ -145,16 +149,16 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(run(config));
+    let code = runtime.block_on(run(config, features));
     // Blocking command threads still running after the grace period are not waited for.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     code
 }
 
-async fn run(config: Config) -> ExitCode {
+async fn run(config: Config, features: server::Features) -> ExitCode {
     let listen = config.sshd.listen.clone();
     let web_listen = config.sshd.web_listen.clone();
-    let shared = match server::Shared::new(config) {
+    let shared = match server::Shared::new(config, features) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "Failed to start Gitlab built-in sshd");

@@ -1,6 +1,8 @@
 //! The environment overrides gitlab-sshd applies after reading `config.yml`
 //! (docs/gitlab-sshd.md, "Configuration"): `GITLAB_URL`, `GITLAB_SHELL_SECRET`,
-//! `GITLAB_LOG_FORMAT`, `GITLAB_LOG_LEVEL`. The only reader of the environment in this crate.
+//! `GITLAB_LOG_FORMAT`, `GITLAB_LOG_LEVEL`, and the feature switch
+//! `FF_GITLAB_SHELL_SSH_CERTIFICATES` (group SSH certificates). The only reader of the
+//! environment in this crate.
 
 use gitlab_shell::config::Config;
 
@@ -13,6 +15,9 @@ pub struct Overrides {
     pub secret: Option<String>,
     /// `GITLAB_LOG_FORMAT` and `GITLAB_LOG_LEVEL`, read as every binary reads them.
     pub log: gitlab_shell::logging::EnvOverrides,
+    /// `FF_GITLAB_SHELL_SSH_CERTIFICATES=1`: certificates signed by a group's CA are looked up
+    /// through `/authorized_certs` (upstream's switch; off otherwise).
+    pub group_certificates: bool,
 }
 
 impl Overrides {
@@ -27,6 +32,7 @@ impl Overrides {
             gitlab_url: get("GITLAB_URL"),
             secret: get("GITLAB_SHELL_SECRET"),
             log: gitlab_shell::logging::EnvOverrides::from_env(),
+            group_certificates: get("FF_GITLAB_SHELL_SSH_CERTIFICATES").as_deref() == Some("1"),
         }
     }
 
@@ -57,6 +63,7 @@ mod tests {
                 format: Some("text".into()),
                 level: None,
             },
+            group_certificates: false,
         }
         .apply(&mut c);
         assert_eq!(c.gitlab_url, "http://y");

@@ -1,10 +1,14 @@
 //! The Prometheus metrics gitlab-sshd exposes on `web_listen` `/metrics` (docs/gitlab-sshd.md,
 //! "Metrics"): upstream's names, types and buckets, plus ours for the limits upstream lacks.
-//! Plain atomics and a hand-written text exposition (format 0.0.4): no registry crate.
+//! Plain atomics and a hand-written text exposition (format 0.0.4): no registry crate (the
+//! crates we looked at either add `_total` to counter names, which upstream's
+//! `gitlab_sli:…:total` names cannot take, or bring a global registry; a dozen series do not need
+//! one). [`SessionObserver`] is how the shared command layer reports into them.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A histogram with fixed upper bounds.
@@ -56,6 +60,119 @@ impl Histogram {
     }
 }
 
+/// `"` `\\` and newlines escaped, as the text format wants label values.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn label_text(names: &[&str], values: &[String]) -> String {
+    names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| format!("{n}=\"{}\"", escape(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A counter family: one series per set of label values, shown once touched (as a Go
+/// `CounterVec`).
+pub struct CounterVec {
+    labels: &'static [&'static str],
+    inner: Mutex<BTreeMap<Vec<String>, u64>>,
+}
+
+impl CounterVec {
+    const fn new(labels: &'static [&'static str]) -> Self {
+        CounterVec {
+            labels,
+            inner: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Adds one to the series of `values` (in the order of the label names).
+    pub fn inc(&self, values: &[&str]) {
+        if let Ok(mut g) = self.inner.lock() {
+            *g.entry(values.iter().map(|v| (*v).to_owned()).collect())
+                .or_insert(0) += 1;
+        }
+    }
+
+    /// The value of one series (0 when never touched).
+    pub fn get(&self, values: &[&str]) -> u64 {
+        let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
+        self.inner
+            .lock()
+            .map(|g| g.get(&key).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        if let Ok(g) = self.inner.lock() {
+            for (values, n) in g.iter() {
+                let _ = writeln!(out, "{name}{{{}}} {n}", label_text(self.labels, values));
+            }
+        }
+    }
+}
+
+/// One histogram's state: cumulative bucket counts, sum, count.
+type HistogramState = (Vec<u64>, f64, u64);
+
+/// A histogram family: one histogram per set of label values.
+pub struct HistogramVec {
+    labels: &'static [&'static str],
+    bounds: &'static [f64],
+    inner: Mutex<BTreeMap<Vec<String>, HistogramState>>,
+}
+
+impl HistogramVec {
+    const fn new(labels: &'static [&'static str], bounds: &'static [f64]) -> Self {
+        HistogramVec {
+            labels,
+            bounds,
+            inner: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Records one observation in the series of `values`.
+    pub fn observe(&self, values: &[&str], d: Duration) {
+        let v = d.as_secs_f64();
+        if let Ok(mut g) = self.inner.lock() {
+            let e = g
+                .entry(values.iter().map(|v| (*v).to_owned()).collect())
+                .or_insert_with(|| (vec![0; self.bounds.len()], 0.0, 0));
+            for (i, b) in self.bounds.iter().enumerate() {
+                if v <= *b {
+                    e.0[i] += 1;
+                }
+            }
+            e.1 += v;
+            e.2 += 1;
+        }
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let Ok(g) = self.inner.lock() else {
+            return;
+        };
+        for (values, (buckets, sum, count)) in g.iter() {
+            let labels = label_text(self.labels, values);
+            for (i, b) in self.bounds.iter().enumerate() {
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {}", buckets[i]);
+            }
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+            let _ = writeln!(
+                out,
+                "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {count}"
+            );
+        }
+    }
+}
+
 /// Every metric of the process.
 pub struct Metrics {
     /// `gitlab_shell_sshd_in_flight_connections`.
@@ -82,6 +199,18 @@ pub struct Metrics {
     pub proxy_rejected: AtomicU64,
     /// Ours: `gitlab_shell_sshd_per_source_limited_connections_total`.
     pub per_source_limited: AtomicU64,
+    /// `gitlab_shell_gitaly_connections_total{status}` (`ok`, `fail`): new Gitaly connections.
+    pub gitaly_connections: CounterVec,
+    /// `gitlab_shell_http_requests_total{code,method}`: internal-API answers.
+    pub http_requests: CounterVec,
+    /// `gitlab_shell_http_request_duration_seconds{code,method}`.
+    pub http_request_duration: HistogramVec,
+    /// `gitlab_shell_http_in_flight_requests`.
+    pub http_in_flight: AtomicI64,
+    /// `lfs_http_connections_total`: `git-lfs-authenticate` commands.
+    pub lfs_http_connections: AtomicU64,
+    /// `lfs_ssh_connections_total`: `git-lfs-transfer` commands (pure SSH LFS).
+    pub lfs_ssh_connections: AtomicU64,
 }
 
 /// The process's metrics.
@@ -98,6 +227,15 @@ pub static METRICS: Metrics = Metrics {
     unauthenticated_limited: AtomicU64::new(0),
     proxy_rejected: AtomicU64::new(0),
     per_source_limited: AtomicU64::new(0),
+    gitaly_connections: CounterVec::new(&["status"]),
+    http_requests: CounterVec::new(&["code", "method"]),
+    http_request_duration: HistogramVec::new(
+        &["code", "method"],
+        &[0.005, 0.025, 0.1, 0.5, 1.0, 10.0, 30.0, 60.0, 300.0],
+    ),
+    http_in_flight: AtomicI64::new(0),
+    lfs_http_connections: AtomicU64::new(0),
+    lfs_ssh_connections: AtomicU64::new(0),
 };
 
 fn simple(out: &mut String, name: &str, kind: &str, help: &str, value: i64) {
@@ -192,6 +330,42 @@ impl Metrics {
             "Connections closed because max_connections_per_source was reached",
             get(&self.per_source_limited),
         );
+        self.gitaly_connections.render(
+            &mut out,
+            "gitlab_shell_gitaly_connections_total",
+            "Number of Gitaly connections that have been established",
+        );
+        self.http_requests.render(
+            &mut out,
+            "gitlab_shell_http_requests_total",
+            "A counter for http requests.",
+        );
+        self.http_request_duration.render(
+            &mut out,
+            "gitlab_shell_http_request_duration_seconds",
+            "A histogram of latencies for http requests.",
+        );
+        simple(
+            &mut out,
+            "gitlab_shell_http_in_flight_requests",
+            "gauge",
+            "A gauge of in-flight http requests.",
+            self.http_in_flight.load(Ordering::Relaxed),
+        );
+        simple(
+            &mut out,
+            "lfs_http_connections_total",
+            "counter",
+            "Number of LFS over HTTP connections that have been established",
+            get(&self.lfs_http_connections),
+        );
+        simple(
+            &mut out,
+            "lfs_ssh_connections_total",
+            "counter",
+            "Number of LFS over SSH connections that have been established",
+            get(&self.lfs_ssh_connections),
+        );
         let _ = writeln!(
             out,
             "# HELP gitlab_build_info Current build info for this GitLab Service\n# TYPE gitlab_build_info gauge\ngitlab_build_info{{built=\"{built}\",version=\"{version}\"}} 1"
@@ -200,9 +374,211 @@ impl Metrics {
     }
 }
 
+/// Whether a connection had a server-side error; the first one counts the connection in
+/// `gitlab_sli:shell_sshd_connections:errors_total` (once per connection, as upstream).
+#[derive(Debug, Default)]
+pub struct ConnErrors {
+    marked: AtomicBool,
+    counter: Option<&'static AtomicU64>,
+}
+
+impl ConnErrors {
+    /// A flag counting into [`METRICS`].
+    pub fn new() -> Arc<ConnErrors> {
+        Arc::new(ConnErrors {
+            marked: AtomicBool::new(false),
+            counter: Some(&METRICS.connection_errors_total),
+        })
+    }
+
+    /// Marks the connection; counts it the first time.
+    pub fn mark(&self) {
+        if !self.marked.swap(true, Ordering::AcqRel)
+            && let Some(c) = self.counter
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What the shared command layer reports, counted into [`METRICS`] (one per session): the
+/// internal-API requests (as GitLab Shell's promhttp round-trippers: the in-flight gauge around
+/// every attempt, the counter and histogram only for attempts that got an answer), the LFS
+/// commands, and session errors by GitLab Shell's rules
+/// ([`gitlab_shell::error::Error::is_session_error`]).
+pub struct SessionObserver {
+    metrics: &'static Metrics,
+    conn: Arc<ConnErrors>,
+}
+
+impl std::fmt::Debug for SessionObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionObserver")
+            .field("conn", &self.conn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionObserver {
+    /// An observer for one session of the connection whose error flag is `conn`.
+    pub fn new(conn: Arc<ConnErrors>) -> SessionObserver {
+        SessionObserver {
+            metrics: &METRICS,
+            conn,
+        }
+    }
+}
+
+/// promhttp's label values: the status as digits, the method in lower case.
+fn http_labels(method: &str, status: u16) -> (String, String) {
+    (status.to_string(), method.to_ascii_lowercase())
+}
+
+impl gitlab_shell::observe::Observer for SessionObserver {
+    fn http_request_started(&self) {
+        self.metrics.http_in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn http_request_finished(&self, method: &str, status: Option<u16>, elapsed: Duration) {
+        self.metrics.http_in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(status) = status {
+            let (code, method) = http_labels(method, status);
+            self.metrics.http_requests.inc(&[&code, &method]);
+            self.metrics
+                .http_request_duration
+                .observe(&[&code, &method], elapsed);
+        }
+    }
+
+    fn command_built(&self, command: &gitlab_shell::command::Command) {
+        use gitlab_shell::command::Command;
+        match command {
+            Command::LfsAuthenticate => {
+                self.metrics
+                    .lfs_http_connections
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Command::LfsTransfer => {
+                self.metrics
+                    .lfs_ssh_connections
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    fn command_failed(&self, error: &gitlab_shell::error::Error) {
+        if error.is_session_error() {
+            tracing::warn!(error = %error, "connection: session error");
+            self.metrics
+                .session_errors_total
+                .fetch_add(1, Ordering::Relaxed);
+            self.conn.mark();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gitlab_shell::observe::Observer as _;
+
+    fn fresh() -> &'static Metrics {
+        Box::leak(Box::new(Metrics {
+            in_flight_connections: AtomicI64::new(0),
+            concurrent_limited_sessions: AtomicU64::new(0),
+            session_duration: Histogram::new(&[5.0, 30.0, 60.0]),
+            session_established_duration: Histogram::new(&[0.5, 1.0, 5.0]),
+            sessions_total: AtomicU64::new(0),
+            session_errors_total: AtomicU64::new(0),
+            connections_total: AtomicU64::new(0),
+            connection_errors_total: AtomicU64::new(0),
+            unauthenticated_connections: AtomicI64::new(0),
+            unauthenticated_limited: AtomicU64::new(0),
+            proxy_rejected: AtomicU64::new(0),
+            per_source_limited: AtomicU64::new(0),
+            gitaly_connections: CounterVec::new(&["status"]),
+            http_requests: CounterVec::new(&["code", "method"]),
+            http_request_duration: HistogramVec::new(&["code", "method"], &[0.005, 1.0]),
+            http_in_flight: AtomicI64::new(0),
+            lfs_http_connections: AtomicU64::new(0),
+            lfs_ssh_connections: AtomicU64::new(0),
+        }))
+    }
+
+    fn observer(m: &'static Metrics) -> (SessionObserver, Arc<ConnErrors>) {
+        let conn = Arc::new(ConnErrors {
+            marked: AtomicBool::new(false),
+            counter: Some(&m.connection_errors_total),
+        });
+        (
+            SessionObserver {
+                metrics: m,
+                conn: Arc::clone(&conn),
+            },
+            conn,
+        )
+    }
+
+    #[test]
+    fn http_attempts_count_like_promhttp() {
+        let m = fresh();
+        let (o, _) = observer(m);
+        o.http_request_started();
+        assert_eq!(m.http_in_flight.load(Ordering::Relaxed), 1);
+        o.http_request_finished("POST", Some(200), Duration::from_millis(2));
+        o.http_request_started();
+        o.http_request_finished("GET", Some(404), Duration::from_millis(2));
+        o.http_request_started();
+        // A transport failure: in flight again 0, no series (promhttp counts answers only).
+        o.http_request_finished("GET", None, Duration::from_secs(1));
+        assert_eq!(m.http_in_flight.load(Ordering::Relaxed), 0);
+        assert_eq!(m.http_requests.get(&["200", "post"]), 1);
+        assert_eq!(m.http_requests.get(&["404", "get"]), 1);
+        let text = m.render("v", "b");
+        assert!(
+            text.contains("gitlab_shell_http_requests_total{code=\"200\",method=\"post\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gitlab_shell_http_request_duration_seconds_bucket{code=\"200\",method=\"post\",le=\"0.005\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "gitlab_shell_http_request_duration_seconds_count{code=\"404\",method=\"get\"} 1\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn session_errors_count_by_the_rules_and_mark_the_connection_once() {
+        use gitlab_shell::error::Error;
+        let m = fresh();
+        let (o, _) = observer(m);
+        o.command_failed(&Error::DisallowedCommand);
+        o.command_failed(&Error::Api(gitlab_shell::api::Error::Status(403)));
+        assert_eq!(m.session_errors_total.load(Ordering::Relaxed), 0);
+        assert_eq!(m.connection_errors_total.load(Ordering::Relaxed), 0);
+        o.command_failed(&Error::Api(gitlab_shell::api::Error::Unreachable));
+        o.command_failed(&Error::Api(gitlab_shell::api::Error::Status(502)));
+        assert_eq!(m.session_errors_total.load(Ordering::Relaxed), 2);
+        assert_eq!(m.connection_errors_total.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn lfs_commands_are_counted() {
+        use gitlab_shell::command::Command;
+        let m = fresh();
+        let (o, _) = observer(m);
+        o.command_built(&Command::LfsAuthenticate);
+        o.command_built(&Command::LfsTransfer);
+        o.command_built(&Command::UploadPack);
+        let text = m.render("v", "b");
+        assert!(text.contains("\nlfs_http_connections_total 1\n"), "{text}");
+        assert!(text.contains("\nlfs_ssh_connections_total 1\n"), "{text}");
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::metrics::METRICS;
+use crate::metrics::{ConnErrors, METRICS, SessionObserver};
 use crate::proxy;
 use crate::session::{self, SessionCtx};
 
@@ -46,6 +46,14 @@ pub enum StartError {
     Listen(String),
 }
 
+/// Switches that come from the environment rather than `config.yml`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Features {
+    /// `FF_GITLAB_SHELL_SSH_CERTIFICATES=1`: certificates signed by a group's CA are looked up
+    /// through `/authorized_certs`.
+    pub group_certificates: bool,
+}
+
 /// State shared by every connection.
 pub struct Shared {
     /// The loaded configuration.
@@ -53,6 +61,7 @@ pub struct Shared {
     russh: Arc<russh::server::Config>,
     proxy: Option<proxy::Settings>,
     trusted_cas: crate::certs::TrustedCas,
+    features: Features,
     /// Readiness ([`STARTING`], [`READY`], [`SHUTTING_DOWN`]).
     pub status: AtomicU8,
     unauthenticated: Option<Arc<Semaphore>>,
@@ -60,7 +69,39 @@ pub struct Shared {
     per_source: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, u64>>>,
     /// Cancelled at the end of the grace period: every connection is cut.
     pub cut: CancellationToken,
+    /// Gitaly connections shared by every session (per address and token).
+    gitaly_pool: gitaly_client::Pool,
     tracker: TaskTracker,
+}
+
+/// Loads the host certificates of `host_cert_files` (OpenSSH `-cert.pub` files), logging and
+/// skipping the unusable ones: unreadable or unparsable files, certificates that are not host
+/// certificates, and certificates for none of the loaded host `keys`. russh then offers each
+/// certificate for the host key it certifies.
+pub fn load_host_certs(files: &[String], keys: &[PrivateKey]) -> Vec<russh::keys::Certificate> {
+    let mut certs = Vec::new();
+    for f in files {
+        let cert = match russh::keys::load_openssh_certificate(f) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(host_cert_file = %f, error = %e, "Failed to load host certificate");
+                continue;
+            }
+        };
+        if cert.cert_type() != russh::keys::ssh_key::certificate::CertType::Host {
+            tracing::warn!(host_cert_file = %f, error = "not a host certificate", "Failed to load host certificate");
+            continue;
+        }
+        if !keys
+            .iter()
+            .any(|k| k.public_key().key_data() == cert.public_key())
+        {
+            tracing::warn!(host_cert_file = %f, error = "no host key matches the certificate", "Failed to load host certificate");
+            continue;
+        }
+        certs.push(cert);
+    }
+    certs
 }
 
 /// Loads the host keys of `host_key_files`, logging and skipping the unusable ones with the Go
@@ -107,6 +148,7 @@ fn pick<T: Clone>(
 pub fn russh_config(
     sshd: &SshdConfig,
     keys: Vec<PrivateKey>,
+    certificates: Vec<russh::keys::Certificate>,
 ) -> Result<russh::server::Config, StartError> {
     let mut preferred = russh::Preferred::default();
     if !sshd.kex_algorithms.is_empty() {
@@ -144,6 +186,7 @@ pub fn russh_config(
         auth_rejection_time: Duration::from_millis(10),
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys,
+        certificates,
         preferred,
         // No idle cut of a silent but alive session (a long pack-objects phase): keepalives
         // detect dead peers instead.
@@ -158,13 +201,14 @@ pub fn russh_config(
 
 impl Shared {
     /// Builds the shared state; fails when no host key is usable or a setting is invalid.
-    pub fn new(config: Config) -> Result<Arc<Shared>, StartError> {
+    pub fn new(config: Config, features: Features) -> Result<Arc<Shared>, StartError> {
         let sshd = &config.sshd;
         let keys = load_host_keys(&sshd.host_key_files);
         if keys.is_empty() {
             return Err(StartError::NoHostKeys);
         }
-        let russh = russh_config(sshd, keys)?;
+        let certs = load_host_certs(&sshd.host_cert_files, &keys);
+        let russh = russh_config(sshd, keys, certs)?;
         let trusted_cas = crate::certs::TrustedCas::load(&sshd.trusted_user_ca_keys)
             .map_err(StartError::Config)?;
         let proxy = if sshd.proxy_protocol {
@@ -195,10 +239,20 @@ impl Shared {
             russh: Arc::new(russh),
             proxy,
             trusted_cas,
+            features,
             status: AtomicU8::new(STARTING),
             unauthenticated,
             per_source: Arc::default(),
             cut: CancellationToken::new(),
+            // Connections live on the server's runtime (this runs inside it).
+            gitaly_pool: gitaly_client::Pool::new(
+                tokio::runtime::Handle::current(),
+                Box::new(|ok| {
+                    METRICS
+                        .gitaly_connections
+                        .inc(&[if ok { "ok" } else { "fail" }]);
+                }),
+            ),
             tracker: TaskTracker::new(),
         }))
     }
@@ -316,13 +370,14 @@ impl Shared {
             correlation_id,
             span: span.clone(),
             identity: None,
+            namespace: String::new(),
             offered: HashMap::new(),
             auth_tx: Some(auth_tx),
             permit,
             open_sessions: Arc::new(AtomicUsize::new(0)),
             conn_token: conn_token.clone(),
             counted: false,
-            errored: false,
+            conn_errors: ConnErrors::new(),
         };
         let stream = proxy::Prefixed::new(leftover, stream);
         let started = Instant::now();
@@ -454,6 +509,8 @@ pub struct Conn {
     /// `key-<id>` of the key whose signature was verified, or `username-<KeyId>` of a verified
     /// certificate.
     identity: Option<String>,
+    /// The group of a verified group-CA certificate (`namespace_path` on `/allowed`).
+    namespace: String,
     /// Lookups of offered keys (wire-format blob → key id), so the verified key is looked up
     /// once; identity is only ever taken for the verified key.
     offered: HashMap<Vec<u8>, Option<i64>>,
@@ -462,7 +519,8 @@ pub struct Conn {
     open_sessions: Arc<AtomicUsize>,
     conn_token: CancellationToken,
     counted: bool,
-    errored: bool,
+    /// Server-side errors of this connection (auth or session), counted once.
+    conn_errors: Arc<ConnErrors>,
 }
 
 impl Drop for Conn {
@@ -484,11 +542,62 @@ impl Conn {
     }
 
     fn count_error(&mut self) {
-        if !self.errored {
-            self.errored = true;
-            METRICS
-                .connection_errors_total
-                .fetch_add(1, Ordering::Relaxed);
+        self.conn_errors.mark();
+    }
+
+    /// An internal-API client for an auth callback, its requests counted in the HTTP metrics.
+    fn api_client(
+        config: &Config,
+        correlation_id: &str,
+        conn_errors: &Arc<ConnErrors>,
+    ) -> Result<gitlab_shell::api::Client, gitlab_shell::api::Error> {
+        gitlab_shell::api::Client::new(config, correlation_id)
+            .map(|c| c.with_observer(Arc::new(SessionObserver::new(Arc::clone(conn_errors)))))
+    }
+
+    /// Whether an API failure is the server side's (counted), not an unknown key or user.
+    fn is_server_side(e: &gitlab_shell::api::Error) -> bool {
+        !matches!(
+            e,
+            gitlab_shell::api::Error::Api {
+                status: 400..=499,
+                ..
+            } | gitlab_shell::api::Error::Status(400..=499)
+        )
+    }
+
+    /// `GET /authorized_certs` for a certificate signed by a group's CA: the GitLab username
+    /// and the group's path.
+    async fn lookup_cert(
+        &mut self,
+        fingerprint: String,
+        key_id: String,
+    ) -> Option<gitlab_shell::api::authorized_certs::Response> {
+        let config = Arc::clone(&self.shared.config);
+        let cid = self.correlation_id.clone();
+        let span = self.span.clone();
+        let errors = Arc::clone(&self.conn_errors);
+        let call = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                Self::api_client(&config, &cid, &errors).and_then(|c| {
+                    gitlab_shell::api::authorized_certs::get(&c, &fingerprint, &key_id)
+                })
+            })
+        });
+        match tokio::time::timeout(AUTH_API_TIMEOUT, call).await {
+            Ok(Ok(Ok(r))) => Some(r),
+            Ok(Ok(Err(e))) => {
+                if Self::is_server_side(&e) {
+                    self.count_error();
+                }
+                tracing::info!(parent: &self.span, error = %e, "certificate rejected: lookup failed");
+                None
+            }
+            _ => {
+                self.count_error();
+                tracing::warn!(parent: &self.span, "certificate rejected: lookup timed out");
+                None
+            }
         }
     }
 
@@ -506,9 +615,10 @@ impl Conn {
         let config = Arc::clone(&self.shared.config);
         let cid = self.correlation_id.clone();
         let span = self.span.clone();
+        let errors = Arc::clone(&self.conn_errors);
         let call = tokio::task::spawn_blocking(move || {
             span.in_scope(|| {
-                gitlab_shell::api::Client::new(&config, &cid)
+                Self::api_client(&config, &cid, &errors)
                     .and_then(|c| gitlab_shell::api::authorized_keys::get_by_key(&c, &b64))
             })
         });
@@ -576,7 +686,11 @@ impl russh::server::Handler for Conn {
             Some(_) => Auth::Accept,
             // russh offers a certificate's inner key here too: with trusted CAs, let the client
             // sign, and decide in auth_publickey / auth_openssh_certificate.
-            None if !self.shared.trusted_cas.is_empty() => Auth::Accept,
+            None if !self.shared.trusted_cas.is_empty()
+                || self.shared.features.group_certificates =>
+            {
+                Auth::Accept
+            }
             None => Self::reject(),
         })
     }
@@ -619,21 +733,55 @@ impl russh::server::Handler for Conn {
             .public_key()
             .fingerprint(russh::keys::HashAlg::Sha256)
             .to_string();
-        match crate::certs::check(
-            certificate,
-            user,
-            self.remote.ip(),
-            &self.shared.trusted_cas,
-        ) {
-            Ok(username) => {
-                tracing::info!(parent: &self.span, ssh_user = user, public_key_fingerprint = %key, signing_ca_fingerprint = %ca, certificate_identity = %username, "user certificate is signed by a locally trusted CA (instance-level)");
-                self.identity = Some(format!("username-{username}"));
+        let fields = (user.to_owned(), key, ca, certificate.key_id().to_owned());
+        let log_rejection = |span: &tracing::Span, e: &str| {
+            let (user, key, ca, id) = &fields;
+            tracing::info!(parent: span, ssh_user = %user, public_key_fingerprint = %key, signing_ca_fingerprint = %ca, certificate_identity = %id, "{e}");
+        };
+        if crate::certs::is_instance_ca(certificate, &self.shared.trusted_cas) {
+            return match crate::certs::check(
+                certificate,
+                user,
+                self.remote.ip(),
+                &self.shared.trusted_cas,
+            ) {
+                Ok(username) => {
+                    let (user, key, ca, _) = &fields;
+                    tracing::info!(parent: &self.span, ssh_user = %user, public_key_fingerprint = %key, signing_ca_fingerprint = %ca, certificate_identity = %username, "user certificate is signed by a locally trusted CA (instance-level)");
+                    self.identity = Some(format!("username-{username}"));
+                    Ok(Auth::Accept)
+                }
+                Err(e) => {
+                    log_rejection(&self.span, &e);
+                    Ok(Self::reject())
+                }
+            };
+        }
+        // Group-level CAs: behind upstream's feature switch, and only for a certificate that
+        // is itself valid for this user and address.
+        if !self.shared.features.group_certificates {
+            log_rejection(&self.span, "handleUserCertificate: feature is disabled");
+            return Ok(Self::reject());
+        }
+        if let Err(e) =
+            crate::certs::validate(certificate, user, self.remote.ip(), crate::certs::now())
+        {
+            log_rejection(&self.span, &e);
+            return Ok(Self::reject());
+        }
+        let fingerprint = crate::certs::api_fingerprint(certificate);
+        match self
+            .lookup_cert(fingerprint, certificate.key_id().to_owned())
+            .await
+        {
+            Some(found) if !found.username.is_empty() => {
+                let (user, key, ca, _) = &fields;
+                tracing::info!(parent: &self.span, ssh_user = %user, public_key_fingerprint = %key, signing_ca_fingerprint = %ca, certificate_identity = %found.username, namespace = %found.namespace, "user certificate is signed by a trusted CA (group-level)");
+                self.identity = Some(format!("username-{}", found.username));
+                self.namespace = found.namespace;
                 Ok(Auth::Accept)
             }
-            Err(e) => {
-                tracing::info!(parent: &self.span, ssh_user = user, public_key_fingerprint = %key, signing_ca_fingerprint = %ca, certificate_identity = certificate.key_id(), "{e}");
-                Ok(Self::reject())
-            }
+            _ => Ok(Self::reject()),
         }
     }
 
@@ -680,6 +828,9 @@ impl russh::server::Handler for Conn {
         let ctx = SessionCtx {
             config: Arc::clone(&self.shared.config),
             identity,
+            namespace: self.namespace.clone(),
+            conn_errors: Arc::clone(&self.conn_errors),
+            gitaly_pool: self.shared.gitaly_pool.clone(),
             remote: self.remote,
             local: self.local,
             correlation_id: self.correlation_id.clone(),
@@ -799,10 +950,15 @@ mod tests {
             russh: Arc::new(russh::server::Config::default()),
             proxy: None,
             trusted_cas: crate::certs::TrustedCas::default(),
+            features: Features::default(),
             status: AtomicU8::new(READY),
             unauthenticated: None,
             per_source: Arc::default(),
             cut: CancellationToken::new(),
+            gitaly_pool: gitaly_client::Pool::new(
+                tokio::runtime::Handle::current(),
+                Box::new(|_| {}),
+            ),
             tracker: TaskTracker::new(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

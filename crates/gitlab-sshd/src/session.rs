@@ -25,7 +25,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::METRICS;
+use crate::metrics::{ConnErrors, METRICS, SessionObserver};
 
 /// Chunks of client input queued for the command before russh stops reading the connection.
 const STDIN_QUEUE: usize = 4;
@@ -35,8 +35,15 @@ const STDIN_QUEUE: usize = 4;
 pub struct SessionCtx {
     /// The loaded configuration.
     pub config: Arc<Config>,
-    /// `key-<id>` of the verified key.
+    /// `key-<id>` of the verified key, or `username-<name>` of a verified certificate.
     pub identity: String,
+    /// The group of a group-CA certificate (empty otherwise): the session may only run git
+    /// commands, and `/allowed` and audit events carry it as `namespace_path`.
+    pub namespace: String,
+    /// The connection's server-side error flag (`gitlab_sli:shell_sshd_connections:errors_total`).
+    pub conn_errors: Arc<ConnErrors>,
+    /// The server's Gitaly connection cache.
+    pub gitaly_pool: gitaly_client::Pool,
     /// Client address (from the PROXY header when there is one).
     pub remote: SocketAddr,
     /// Our address.
@@ -113,7 +120,15 @@ pub fn refusal(env: &SshEnv, config: &Config) -> Option<String> {
         }
         Err(_) => return None,
     };
-    match gitlab_shell::command::build(&words, config) {
+    let built = gitlab_shell::command::build(&words, config).and_then(|cmd| {
+        // A group certificate's session runs git commands only (command::build_for).
+        if env.namespace_path.is_empty() || cmd.is_git() {
+            Ok(cmd)
+        } else {
+            Err(Error::UnknownCommand)
+        }
+    });
+    match built {
         Err(Error::UnknownCommand) => Some(format!(
             "ERROR: Unknown command: {}\n",
             env.original_command.to_string_lossy()
@@ -131,7 +146,8 @@ pub fn run_command(ctx: &SessionCtx, command: OsString, git_protocol: &str, io: 
         ctx.local.ip(),
         ctx.local.port()
     );
-    let env = SshEnv::from_values(&connection, command, git_protocol);
+    let mut env = SshEnv::from_values(&connection, command, git_protocol);
+    env.namespace_path = ctx.namespace.clone();
     let args = [OsString::from(&ctx.identity)];
     if let Some(text) = refusal(&env, &ctx.config) {
         let _ = gitlab_shell::console::display_warning(&mut io.stderr, &text);
@@ -142,6 +158,8 @@ pub fn run_command(ctx: &SessionCtx, command: OsString, git_protocol: &str, io: 
         identity: gitlab_shell::args::shell::parse_identity(&args),
         env,
         correlation_id: &ctx.correlation_id,
+        observer: Arc::new(SessionObserver::new(Arc::clone(&ctx.conn_errors))),
+        gitaly_pool: Some(ctx.gitaly_pool.clone()),
     };
     gitlab_shell::command::execute_with(&session, io, gitlab_shell::error::report_status_sshd)
 }
@@ -197,6 +215,7 @@ pub async fn serve(channel: russh::Channel<Msg>, ctx: SessionCtx) {
                     // A panic in the command: a session error, as upstream counts it.
                     tracing::warn!(parent: &ctx.span, error = %e, "panic handling session");
                     METRICS.session_errors_total.fetch_add(1, Ordering::Relaxed);
+                    ctx.conn_errors.mark();
                     1
                 }));
                 break;
@@ -284,4 +303,37 @@ fn start(
         span.in_scope(|| run_command(&ctx, command, &git_protocol, &mut io))
     });
     (tx, h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_certificate_session_may_run_git_commands_only() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = Config::from_yaml(dir.path(), b"secret: x\n").expect("config");
+        let env = |cmd: &str, namespace: &str| {
+            let mut e = SshEnv::from_values("192.0.2.1 1 127.0.0.1 22", cmd.into(), "");
+            e.namespace_path = namespace.into();
+            e
+        };
+        assert_eq!(
+            refusal(&env("2fa_recovery_codes", "group"), &config).as_deref(),
+            Some("ERROR: Unknown command: 2fa_recovery_codes\n")
+        );
+        assert_eq!(
+            refusal(&env("", "group"), &config).as_deref(),
+            Some("ERROR: Unknown command: \n")
+        );
+        for git in [
+            "git-upload-pack group/repo",
+            "git-receive-pack group/repo",
+            "git-upload-archive group/repo",
+            "git-lfs-authenticate group/repo download",
+        ] {
+            assert_eq!(refusal(&env(git, "group"), &config), None, "{git}");
+        }
+        assert_eq!(refusal(&env("2fa_recovery_codes", ""), &config), None);
+    }
 }

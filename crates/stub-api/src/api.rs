@@ -86,6 +86,7 @@ pub fn respond(fixture: &Fixture, method: &str, route: &str, query: &str, body: 
     };
     match (method, endpoint.trim_end_matches('/')) {
         ("GET", "authorized_keys") => authorized_keys(fixture, &params),
+        ("GET", "authorized_certs") => authorized_certs(fixture, &params),
         ("GET", "discover") => discover(fixture, &params),
         ("GET", "check") => check(fixture),
         ("POST", "allowed") => allowed(fixture, &params),
@@ -206,6 +207,23 @@ fn authorized_keys(fixture: &Fixture, params: &Params<'_>) -> Reply {
             "key": key.key,
         })),
         None => Reply::not_found("Key"),
+    }
+}
+
+/// Rails answers 404 when no group has the CA or the user is unknown.
+fn authorized_certs(fixture: &Fixture, params: &Params<'_>) -> Reply {
+    let fingerprint = params.get("key").unwrap_or_default();
+    let identifier = params.get("user_identifier").unwrap_or_default();
+    let Some(ca) = fixture
+        .group_cas
+        .iter()
+        .find(|ca| ca.fingerprint == fingerprint)
+    else {
+        return Reply::not_found("Certificate");
+    };
+    match fixture.users.iter().find(|u| u.username == identifier) {
+        Some(user) => Reply::ok(json!({ "username": user.username, "namespace": ca.namespace })),
+        None => Reply::not_found("User"),
     }
 }
 
@@ -561,5 +579,35 @@ fn geo_proxy(fixture: &Fixture, name: &str) -> Reply {
             }),
         ),
         None => Reply::not_found(""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorized_certs_answers_for_a_known_ca_and_user() {
+        let fixture = Fixture::from_yaml_str(
+            "users: [{ id: 1, username: alice }]\ngroup_cas: [{ fingerprint: abc, namespace: group/sub }]\n",
+        )
+        .expect("fixture");
+        let ask = |q: &str| {
+            respond(
+                &fixture,
+                "GET",
+                "/api/v4/internal/authorized_certs",
+                q,
+                &Value::Null,
+            )
+        };
+        let ok = ask("key=abc&user_identifier=alice");
+        assert_eq!(ok.status, 200);
+        assert_eq!(
+            ok.body,
+            json!({ "username": "alice", "namespace": "group/sub" })
+        );
+        assert_eq!(ask("key=other&user_identifier=alice").status, 404);
+        assert_eq!(ask("key=abc&user_identifier=nobody").status, 404);
     }
 }

@@ -61,6 +61,10 @@
 //!   merge_request_links: true               # Rails' "To create a merge request for ..." lines
 //!   messages:                               # extra messages, alerts go first like Rails
 //!     - { message: "Scheduled maintenance", type: alert }
+//! group_cas:                                # GET /authorized_certs (group SSH certificates)
+//!   - fingerprint: 3Oz8Kx...                # SHA-256 of the CA key, base64 without "SHA256:"
+//!     namespace: group                      # full path of the group that trusts the CA
+//!                                           # user_identifier (the KeyId) = a fixture username
 //! geo_responses:                            # POST /api/v4/geo/proxy_git_ssh/<name>
 //!   info_refs_receive_pack: { result: "raw bytes, base64-encoded on the wire", message: null }
 //! ```
@@ -96,6 +100,19 @@ pub struct Fixture {
     /// Answers of the Geo `proxy_git_ssh` endpoints, by endpoint name
     /// (`info_refs_receive_pack`, `receive_pack`, `info_refs_upload_pack`, `upload_pack`).
     pub geo_responses: BTreeMap<String, GeoResponse>,
+    /// Group-level SSH certificate authorities (`/authorized_certs`).
+    pub group_cas: Vec<GroupCa>,
+}
+
+/// A CA a group trusts for SSH certificates: `/authorized_certs?key=<fingerprint>&
+/// user_identifier=<username>` answers `{"username","namespace"}` for a fixture user.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupCa {
+    /// SHA-256 fingerprint of the CA public key, base64 without padding or `SHA256:`.
+    pub fingerprint: String,
+    /// Full path of the group.
+    pub namespace: String,
 }
 
 impl Default for Fixture {
@@ -111,6 +128,7 @@ impl Default for Fixture {
             lfs: Lfs::default(),
             post_receive: PostReceive::default(),
             geo_responses: BTreeMap::new(),
+            group_cas: Vec::new(),
         }
     }
 }

@@ -28,6 +28,10 @@ pub struct Request {
     /// Client IP.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub check_ip: String,
+    /// The namespace of the group SSH certificate the session authenticated with (gitlab-sshd
+    /// only); left out when empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub namespace_path: String,
 }
 
 impl Request {
@@ -203,6 +207,13 @@ mod tests {
             serde_json::to_string(&r)
                 .unwrap()
                 .ends_with(r#""username":"alice","check_ip":"::1"}"#)
+        );
+        let mut r = r;
+        r.namespace_path = "group/sub".into();
+        assert!(
+            serde_json::to_string(&r)
+                .unwrap()
+                .ends_with(r#""check_ip":"::1","namespace_path":"group/sub"}"#)
         );
     }
 

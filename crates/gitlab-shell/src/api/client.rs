@@ -126,6 +126,8 @@ struct Inner {
     basic: Option<String>,
     correlation_id: String,
     retry_waits: [Duration; 2],
+    /// Told about every attempt (gitlab-sshd's HTTP metrics); `None` for the classic binaries.
+    observer: Option<Arc<dyn crate::observe::Observer>>,
 }
 
 /// The internal API client; cheap to clone (threads of `2fa_verify` share it).
@@ -185,8 +187,23 @@ impl Client {
                 basic,
                 correlation_id: correlation_id.to_owned(),
                 retry_waits: [Duration::from_secs(1), Duration::from_secs(2)],
+                observer: None,
             }),
         })
+    }
+
+    /// Same client, reporting every request attempt to `observer` (as GitLab Shell's promhttp
+    /// round-trippers see each attempt of its retrying client).
+    pub fn with_observer(self, observer: Arc<dyn crate::observe::Observer>) -> Client {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.observer = Some(observer);
+                Client {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => Client { inner },
+        }
     }
 
     /// Same client with other retry waits (tests keep retries fast).
@@ -256,7 +273,14 @@ impl Client {
             let started = Instant::now();
             let last = attempt + 1 == ATTEMPTS;
             let wait = inner.retry_waits[attempt.min(1)];
+            if let Some(o) = &inner.observer {
+                o.http_request_started();
+            }
             let outcome = self.send_once(&method, &url, &headers, body.as_deref());
+            if let Some(o) = &inner.observer {
+                let status = outcome.as_ref().ok().map(|a| a.status);
+                o.http_request_finished(method.as_str(), status, started.elapsed());
+            }
             // 14.56.1's field names (labkit v2): `duration_s` in seconds, `error_message`.
             let duration_s = started.elapsed().as_secs_f64();
             match outcome {

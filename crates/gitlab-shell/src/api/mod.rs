@@ -6,6 +6,7 @@
 //! JSON themselves. TLS trust comes from the `tls-trust` crate, shared with the Gitaly client.
 
 pub mod allowed;
+pub mod authorized_certs;
 pub mod authorized_keys;
 pub mod check;
 pub mod client;

@@ -17,7 +17,8 @@ pub fn verify(
     io: &mut Io,
 ) -> Result<allowed::Access, Error> {
     let identity = &ctx.identity;
-    let request = allowed::Request::new(action, repo, identity, &ctx.env.remote_addr);
+    let mut request = allowed::Request::new(action, repo, identity, &ctx.env.remote_addr);
+    request.namespace_path = ctx.env.namespace_path.clone();
     let access = allowed::verify(client, &request, identity)?;
     console::display_info(&mut io.stderr, &access.response.gl_console_messages)?;
     if !access.response.status {

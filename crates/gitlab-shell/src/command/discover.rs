@@ -70,6 +70,8 @@ mod tests {
             identity: alice(),
             env: crate::sshenv::SshEnv::from_values("1.1.1.1 1 2.2.2.2 22", "".into(), ""),
             correlation_id: "c",
+            observer: crate::observe::noop(),
+            gitaly_pool: None,
         };
         assert_eq!(crate::command::execute(&session, &mut io), 1);
         assert_eq!(

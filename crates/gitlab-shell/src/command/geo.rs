@@ -353,6 +353,8 @@ mod command_tests {
                     identity: alice(),
                     env: Kit::env(&command),
                     correlation_id: "c",
+                    observer: crate::observe::noop(),
+                    gitaly_pool: None,
                 };
                 let status = execute(&session, &mut io);
                 let _ = tx.send((status, err.text()));
@@ -439,6 +441,8 @@ mod command_tests {
                 identity: alice(),
                 env: Kit::env("git-upload-pack group/repo.git"),
                 correlation_id: "c",
+                observer: crate::observe::noop(),
+                gitaly_pool: None,
             };
             let _ = tx.send(execute(&session, &mut io));
         });

@@ -39,6 +39,8 @@ pub struct GitalyCall<'a> {
     pub access: &'a Access,
     /// `GIT_PROTOCOL` of the session.
     pub git_protocol: &'a str,
+    /// The front door's Gitaly connection cache (gitlab-sshd); `None`: dial for this call.
+    pub pool: Option<&'a gitaly_client::Pool>,
 }
 
 /// Runs git command `S` for the session: the whole flow of the module doc.
@@ -53,6 +55,7 @@ pub fn run<S: GitService>(ctx: &Context<'_>, io: &mut Io) -> Result<(), Error> {
         repository: repository(access),
         access,
         git_protocol: &ctx.env.git_protocol,
+        pool: ctx.gitaly_pool,
     };
     let stdio = Stdio {
         stdin: io.take_stdin(),

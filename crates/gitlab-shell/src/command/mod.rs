@@ -34,6 +34,7 @@ use crate::config::Config;
 use crate::error::{self, Error};
 use crate::identity::Identity;
 use crate::io::Io;
+use crate::observe::Observer;
 use crate::sshenv::SshEnv;
 
 /// One SSH session as a front door hands it to the command layer.
@@ -47,6 +48,12 @@ pub struct Session<'a> {
     pub env: SshEnv,
     /// The session's correlation id (log lines, API and Gitaly calls).
     pub correlation_id: &'a str,
+    /// Told what the session does (API requests, the command chosen, its failure);
+    /// [`crate::observe::noop`] when nobody watches.
+    pub observer: std::sync::Arc<dyn Observer>,
+    /// Gitaly connections shared with the front door's other sessions (gitlab-sshd); `None`
+    /// dials a connection per call (the classic one-session process).
+    pub gitaly_pool: Option<gitaly_client::Pool>,
 }
 
 /// What a running command needs besides its I/O.
@@ -61,12 +68,18 @@ pub struct Context<'a> {
     pub words: &'a [String],
     /// The session's correlation id.
     pub correlation_id: &'a str,
+    /// The session's observer.
+    pub observer: &'a std::sync::Arc<dyn Observer>,
+    /// The session's Gitaly connection cache, if any.
+    pub gitaly_pool: Option<&'a gitaly_client::Pool>,
 }
 
 impl Context<'_> {
-    /// A fresh internal API client (created only by commands that call the API).
+    /// A fresh internal API client (created only by commands that call the API), reporting its
+    /// requests to the session's observer.
     pub fn api(&self) -> Result<api::Client, api::Error> {
         api::Client::new(self.config, self.correlation_id)
+            .map(|c| c.with_observer(std::sync::Arc::clone(self.observer)))
     }
 }
 
@@ -108,6 +121,18 @@ impl Command {
             Command::PersonalAccessToken(_) => "*personalaccesstoken.Command",
         }
     }
+
+    /// GitLab Shell's `GitCommands`: the only commands a session authenticated by a group SSH
+    /// certificate may run (docs/gitlab-sshd.md, "Authentication").
+    pub fn is_git(&self) -> bool {
+        matches!(
+            self,
+            Command::LfsAuthenticate
+                | Command::UploadPack
+                | Command::ReceivePack
+                | Command::UploadArchive
+        )
+    }
 }
 
 /// Chooses the command from the SSH command's words (behaviour §1.2 table). Unknown and
@@ -129,6 +154,17 @@ pub fn build(words: &[String], config: &Config) -> Result<Command, Error> {
         }
         Some(_) => return Err(Error::UnknownCommand),
     })
+}
+
+/// [`build`] for a session: a session authenticated by a group SSH certificate (its
+/// environment carries the certificate's namespace) may only run git commands; anything else is
+/// refused as an unknown command (GitLab Shell's `GitCommands` rule).
+pub fn build_for(words: &[String], session: &Session<'_>) -> Result<Command, Error> {
+    let cmd = build(words, session.config)?;
+    if !session.env.namespace_path.is_empty() && !cmd.is_git() {
+        return Err(Error::UnknownCommand);
+    }
+    Ok(cmd)
 }
 
 /// Runs `cmd`.
@@ -160,10 +196,11 @@ pub fn execute_with(session: &Session<'_>, io: &mut Io, report: fn(&Error, &mut 
         Ok(words) => words,
         Err(e) => return error::report_status(&e.into(), io),
     };
-    let cmd = match build(&words, session.config) {
+    let cmd = match build_for(&words, session) {
         Ok(cmd) => cmd,
         Err(e) => return error::report_status(&e, io),
     };
+    session.observer.command_built(&cmd);
     tracing::info!(command = cmd.name(), env = %logged_env(&session.env), "gitlab-shell: main: executing command");
     let ctx = Context {
         config: session.config,
@@ -171,6 +208,8 @@ pub fn execute_with(session: &Session<'_>, io: &mut Io, report: fn(&Error, &mut 
         env: &session.env,
         words: &words,
         correlation_id: session.correlation_id,
+        observer: &session.observer,
+        gitaly_pool: session.gitaly_pool.as_ref(),
     };
     match run(&cmd, &ctx, io) {
         Ok(()) => {
@@ -182,6 +221,7 @@ pub fn execute_with(session: &Session<'_>, io: &mut Io, report: fn(&Error, &mut 
         }
         Err(e) => {
             tracing::warn!(command = cmd.name(), error_message = %e, "gitlab-shell: main: command execution failed");
+            session.observer.command_failed(&e);
             report(&e, io)
         }
     }
@@ -201,6 +241,8 @@ pub fn shell(
         identity: args::shell::parse_identity(argv),
         env,
         correlation_id,
+        observer: crate::observe::noop(),
+        gitaly_pool: None,
     };
     execute(&session, io)
 }
@@ -351,6 +393,8 @@ mod command_tests {
             identity: alice(),
             env: SshEnv::from_values("", "git-upload-pack r".into(), ""),
             correlation_id: "c",
+            observer: crate::observe::noop(),
+            gitaly_pool: None,
         };
         assert_eq!(execute(&session, &mut io), 1);
         assert_eq!(
@@ -388,5 +432,95 @@ mod command_tests {
         let run = kit.run(Identity::None, "git-upload-pack group/repo", b"");
         assert_eq!(run.status, 1);
         assert!(run.stderr.starts_with("remote: "), "{}", run.stderr);
+    }
+
+    /// Records what the command layer reports.
+    #[derive(Debug, Default)]
+    struct Recorder(std::sync::Mutex<Vec<String>>);
+
+    impl crate::observe::Observer for Recorder {
+        fn http_request_started(&self) {
+            self.0.lock().unwrap().push("started".into());
+        }
+        fn http_request_finished(
+            &self,
+            method: &str,
+            status: Option<u16>,
+            _elapsed: std::time::Duration,
+        ) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("finished {method} {status:?}"));
+        }
+        fn command_built(&self, command: &Command) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("built {}", command.name()));
+        }
+        fn command_failed(&self, error: &Error) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("failed session_error={}", error.is_session_error()));
+        }
+    }
+
+    fn observed(kit: &Kit, cmd: &str, namespace: &str) -> (u8, String, Vec<String>) {
+        let recorder = std::sync::Arc::new(Recorder::default());
+        let mut env = SshEnv::from_values("192.0.2.10 5555 127.0.0.1 22", cmd.into(), "");
+        env.namespace_path = namespace.into();
+        let session = Session {
+            config: &kit.config,
+            identity: alice(),
+            env,
+            correlation_id: "c",
+            observer: recorder.clone(),
+            gitaly_pool: None,
+        };
+        let (mut io, _out, err) = Io::memory(b"");
+        let status = execute(&session, &mut io);
+        let seen = recorder.0.lock().unwrap().clone();
+        (status, err.text(), seen)
+    }
+
+    #[test]
+    fn the_observer_sees_api_attempts_the_command_and_its_failure() {
+        let kit = Kit::new("");
+        let (status, _, seen) = observed(&kit, "git-upload-pack nope/nope.git", "");
+        assert_eq!(status, 1);
+        assert_eq!(
+            seen,
+            [
+                "built *uploadpack.Command",
+                "started",
+                "finished POST Some(404)",
+                "failed session_error=false",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_group_certificate_session_runs_git_commands_only() {
+        let kit = Kit::new("");
+        for cmd in ["2fa_recovery_codes", "personal_access_token t api 1", ""] {
+            let (status, stderr, seen) = observed(&kit, cmd, "group");
+            assert_eq!(
+                (status, stderr.as_str()),
+                (1, "Disallowed command\n"),
+                "{cmd}"
+            );
+            assert!(seen.is_empty(), "{cmd}: {seen:?}");
+        }
+        assert!(kit.api.requests().is_empty(), "nothing reached the API");
+        let (_, _, seen) = observed(&kit, "git-upload-pack group/repo.git", "group");
+        assert_eq!(
+            seen.first().map(String::as_str),
+            Some("built *uploadpack.Command")
+        );
+        let allowed = kit.api.requests_to("/allowed");
+        assert_eq!(allowed.len(), 1);
+        assert_eq!(allowed[0].body["namespace_path"], "group");
     }
 }

@@ -28,7 +28,10 @@ impl GitService for ReceivePack {
             git_config_options: r.git_config_options.clone(),
             ..Default::default()
         };
-        gitaly_client::receive_pack(&call.target, &call.meta, request, stdio)?;
+        match call.pool {
+            Some(pool) => pool.receive_pack(&call.target, &call.meta, request, stdio)?,
+            None => gitaly_client::receive_pack(&call.target, &call.meta, request, stdio)?,
+        };
         Ok(None)
     }
 }

@@ -235,6 +235,8 @@ impl Kit {
             identity,
             env,
             correlation_id: "command-test",
+            observer: crate::observe::noop(),
+            gitaly_pool: None,
         };
         let status = execute(&session, &mut io);
         Outcome {

@@ -22,7 +22,10 @@ impl GitService for UploadArchive {
             repository: Some(call.repository.clone()),
             ..Default::default()
         };
-        gitaly_client::upload_archive(&call.target, &call.meta, request, stdio)?;
+        match call.pool {
+            Some(pool) => pool.upload_archive(&call.target, &call.meta, request, stdio)?,
+            None => gitaly_client::upload_archive(&call.target, &call.meta, request, stdio)?,
+        };
         Ok(None)
     }
 }

@@ -23,7 +23,10 @@ impl GitService for UploadPack {
             git_config_options: call.access.response.git_config_options.clone(),
             git_protocol: call.git_protocol.to_owned(),
         };
-        let stats = gitaly_client::upload_pack(&call.target, &call.meta, request, stdio)?;
+        let stats = match call.pool {
+            Some(pool) => pool.upload_pack(&call.target, &call.meta, request, stdio)?,
+            None => gitaly_client::upload_pack(&call.target, &call.meta, request, stdio)?,
+        };
         Ok(stats.map(|s| PackfileStats {
             payload_size: s.payload_size,
             packets: s.packets,
