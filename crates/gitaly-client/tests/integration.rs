@@ -1607,9 +1607,17 @@ impl Drop for PoolRuntime {
 }
 
 fn pooled_upload_pack(pool: &gitaly_client::Pool, t: &Target) -> (Result<(), Error>, Vec<u8>) {
+    pooled_upload_pack_of(pool, t, "hello")
+}
+
+fn pooled_upload_pack_of(
+    pool: &gitaly_client::Pool,
+    t: &Target,
+    path: &str,
+) -> (Result<(), Error>, Vec<u8>) {
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let request = proto::SshUploadPackWithSidechannelRequest {
-        repository: repo("hello"),
+        repository: repo(path),
         git_protocol: "version=2".into(),
         git_config_options: vec![],
     };
@@ -1673,6 +1681,37 @@ fn a_pool_dials_once_for_two_calls_and_again_after_the_connection_died() {
     let (result, _) = pooled_upload_pack(&pool, &target);
     assert_eq!(result.unwrap_err().to_string(), UNAVAILABLE);
     assert_eq!(*dials.lock().unwrap(), [true, true, false]);
+}
+
+/// A cached connection that answers UNAVAILABLE before the call began (a Gitaly that went away
+/// unnoticed) is dropped and the call dials once more, with no retry_config; a fresh connection
+/// that answers UNAVAILABLE is not dialled again without one.
+/// See: docs/gitlab-sshd.md, "Gitaly connections".
+#[test]
+fn a_cached_connection_failing_before_the_call_began_is_dialled_again_once() {
+    let server = TestGitaly::start(Listen::Unix, Some(TOKEN));
+    let runtime = PoolRuntime::start();
+    let dials = Arc::new(Mutex::new(Vec::new()));
+    let seen_dials = Arc::clone(&dials);
+    let pool = gitaly_client::Pool::new(
+        runtime.handle.clone(),
+        Box::new(move |ok| seen_dials.lock().unwrap().push(ok)),
+    );
+    let target = server.target();
+    let (result, _) = pooled_upload_pack(&pool, &target);
+    result.unwrap();
+    // On the cached connection: UNAVAILABLE first, then served on a fresh dial.
+    let (result, stdout) = pooled_upload_pack_of(&pool, &target, "flaky:hello");
+    result.unwrap();
+    assert_eq!(stdout, b"hello world");
+    assert_eq!(*dials.lock().unwrap(), [true, true], "dialled again once");
+    assert_eq!(server.seen().len(), 3);
+
+    // On a fresh connection the first answer stands (only retry_config retries it).
+    let other = TestGitaly::start(Listen::Unix, Some(TOKEN));
+    let (result, _) = pooled_upload_pack_of(&pool, &other.target(), "flaky:hello");
+    assert_eq!(result.unwrap_err().to_string(), UNAVAILABLE);
+    assert_eq!(other.seen().len(), 1);
 }
 
 /// Different tokens for one address get different connections, as GitLab Shell keys its cache

@@ -967,6 +967,8 @@ mod tests {
         let (stream, peer) = listener.accept().await.unwrap();
         let task = Arc::clone(&shared).handle_conn(stream, peer);
         let size = std::mem::size_of_val(&task);
-        assert!(size <= 2048, "the connection task is {size} bytes");
+        // 2016 bytes when the handshake was boxed, 2080 since the handler carries the
+        // certificate namespace and the connection's error flag; unboxed it was 2720.
+        assert!(size <= 2176, "the connection task is {size} bytes");
     }
 }
