@@ -1443,10 +1443,12 @@ fn group_ca_certificates_through_authorized_certs() {
     assert_eq!(last.body["username"], "alice", "{}", last.body);
     assert_eq!(last.body["namespace_path"], "group", "{}", last.body);
     assert!(last.body.get("key_id").is_none(), "{}", last.body);
+    // Our log line; the Go server's wording differs (docs/gitlab-sshd.md, "Parity").
     assert!(
-        w.server
-            .log()
-            .contains("user certificate is signed by a trusted CA (group-level)")
+        foreign()
+            || w.server
+                .log()
+                .contains("user certificate is signed by a trusted CA (group-level)")
     );
 
     // Only git commands: the welcome and 2FA are refused as unknown commands.
@@ -1519,7 +1521,7 @@ fn host_certificate_is_accepted_by_a_client_trusting_the_host_ca() {
     );
     let server = start(sandbox.root());
     assert!(
-        server.log().contains("Failed to load host certificate"),
+        server.log().contains("failed to read host certificate"),
         "{}",
         server.log()
     );
@@ -1543,10 +1545,16 @@ fn host_certificate_is_accepted_by_a_client_trusting_the_host_ca() {
     let run = ssh(&[]);
     assert_eq!(run.code, 0, "{run}\n{}", server.log());
     run.assert_stdout_contains("Welcome to GitLab, @alice!\n");
-    // The same client, allowed only the bare key type: the CA cannot vouch for it.
+    // The same client, allowed only the bare key type: the CA cannot vouch for it. Ours still
+    // offers the bare key (a client that knows it keeps connecting), so the client refuses
+    // it; the Go server offers only the certificate, so nothing is negotiated.
     let run = ssh(&["-o", "HostKeyAlgorithms=ssh-ed25519"]);
     assert_eq!(run.code, 255, "{run}");
-    run.assert_stderr_contains("Host key verification failed");
+    run.assert_stderr_contains(if foreign() {
+        "no matching host key type found"
+    } else {
+        "Host key verification failed"
+    });
 }
 
 /// The value of the series `name` with exactly `labels`, read with a Prometheus text parser
@@ -1637,6 +1645,11 @@ fn metrics_count_api_requests_lfs_and_session_errors() {
         Some(1.0),
         "one Gitaly dial for two clones: {again}"
     );
+    if foreign() {
+        // `lfs_*_connections_total` and the connection SLI counters came after the Go 14.35
+        // we run (upstream 14.4x and 14.55).
+        return;
+    }
 
     let run = w
         .ssh()

@@ -75,28 +75,37 @@ pub struct Shared {
 }
 
 /// Loads the host certificates of `host_cert_files` (OpenSSH `-cert.pub` files), logging and
-/// skipping the unusable ones: unreadable or unparsable files, certificates that are not host
-/// certificates, and certificates for none of the loaded host `keys`. russh then offers each
+/// skipping the unusable ones with the Go server's lines and `filename` field: `failed to read
+/// host certificate` (the file), `failed to parse host certificate` (its contents), `failed to
+/// decode host certificate` (not a host certificate) and `no matching private key for
+/// certificate <file>` (docs/gitlab-sshd.md, "Configuration"). russh then offers each
 /// certificate for the host key it certifies.
 pub fn load_host_certs(files: &[String], keys: &[PrivateKey]) -> Vec<russh::keys::Certificate> {
     let mut certs = Vec::new();
     for f in files {
-        let cert = match russh::keys::load_openssh_certificate(f) {
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(filename = %f, error = %e, "failed to read host certificate");
+                continue;
+            }
+        };
+        let cert = match russh::keys::Certificate::from_openssh(text.trim()) {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(host_cert_file = %f, error = %e, "Failed to load host certificate");
+                tracing::error!(filename = %f, error = %e, "failed to parse host certificate");
                 continue;
             }
         };
         if cert.cert_type() != russh::keys::ssh_key::certificate::CertType::Host {
-            tracing::warn!(host_cert_file = %f, error = "not a host certificate", "Failed to load host certificate");
+            tracing::error!(filename = %f, error = "not a host certificate", "failed to decode host certificate");
             continue;
         }
         if !keys
             .iter()
             .any(|k| k.public_key().key_data() == cert.public_key())
         {
-            tracing::warn!(host_cert_file = %f, error = "no host key matches the certificate", "Failed to load host certificate");
+            tracing::error!(filename = %f, "no matching private key for certificate {f}");
             continue;
         }
         certs.push(cert);
