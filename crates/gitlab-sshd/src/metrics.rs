@@ -214,29 +214,36 @@ pub struct Metrics {
 }
 
 /// The process's metrics.
-pub static METRICS: Metrics = Metrics {
-    in_flight_connections: AtomicI64::new(0),
-    concurrent_limited_sessions: AtomicU64::new(0),
-    session_duration: Histogram::new(&[5.0, 30.0, 60.0]),
-    session_established_duration: Histogram::new(&[0.5, 1.0, 5.0]),
-    sessions_total: AtomicU64::new(0),
-    session_errors_total: AtomicU64::new(0),
-    connections_total: AtomicU64::new(0),
-    connection_errors_total: AtomicU64::new(0),
-    unauthenticated_connections: AtomicI64::new(0),
-    unauthenticated_limited: AtomicU64::new(0),
-    proxy_rejected: AtomicU64::new(0),
-    per_source_limited: AtomicU64::new(0),
-    gitaly_connections: CounterVec::new(&["status"]),
-    http_requests: CounterVec::new(&["code", "method"]),
-    http_request_duration: HistogramVec::new(
-        &["code", "method"],
-        &[0.005, 0.025, 0.1, 0.5, 1.0, 10.0, 30.0, 60.0, 300.0],
-    ),
-    http_in_flight: AtomicI64::new(0),
-    lfs_http_connections: AtomicU64::new(0),
-    lfs_ssh_connections: AtomicU64::new(0),
-};
+pub static METRICS: Metrics = Metrics::new();
+
+impl Metrics {
+    /// All zero, with upstream's buckets (the static above; fresh ones in tests).
+    const fn new() -> Metrics {
+        Metrics {
+            in_flight_connections: AtomicI64::new(0),
+            concurrent_limited_sessions: AtomicU64::new(0),
+            session_duration: Histogram::new(&[5.0, 30.0, 60.0]),
+            session_established_duration: Histogram::new(&[0.5, 1.0, 5.0]),
+            sessions_total: AtomicU64::new(0),
+            session_errors_total: AtomicU64::new(0),
+            connections_total: AtomicU64::new(0),
+            connection_errors_total: AtomicU64::new(0),
+            unauthenticated_connections: AtomicI64::new(0),
+            unauthenticated_limited: AtomicU64::new(0),
+            proxy_rejected: AtomicU64::new(0),
+            per_source_limited: AtomicU64::new(0),
+            gitaly_connections: CounterVec::new(&["status"]),
+            http_requests: CounterVec::new(&["code", "method"]),
+            http_request_duration: HistogramVec::new(
+                &["code", "method"],
+                &[0.005, 0.025, 0.1, 0.5, 1.0, 10.0, 30.0, 60.0, 300.0],
+            ),
+            http_in_flight: AtomicI64::new(0),
+            lfs_http_connections: AtomicU64::new(0),
+            lfs_ssh_connections: AtomicU64::new(0),
+        }
+    }
+}
 
 fn simple(out: &mut String, name: &str, kind: &str, help: &str, value: i64) {
     let _ = writeln!(
@@ -484,26 +491,7 @@ mod tests {
     use gitlab_shell::observe::Observer as _;
 
     fn fresh() -> &'static Metrics {
-        Box::leak(Box::new(Metrics {
-            in_flight_connections: AtomicI64::new(0),
-            concurrent_limited_sessions: AtomicU64::new(0),
-            session_duration: Histogram::new(&[5.0, 30.0, 60.0]),
-            session_established_duration: Histogram::new(&[0.5, 1.0, 5.0]),
-            sessions_total: AtomicU64::new(0),
-            session_errors_total: AtomicU64::new(0),
-            connections_total: AtomicU64::new(0),
-            connection_errors_total: AtomicU64::new(0),
-            unauthenticated_connections: AtomicI64::new(0),
-            unauthenticated_limited: AtomicU64::new(0),
-            proxy_rejected: AtomicU64::new(0),
-            per_source_limited: AtomicU64::new(0),
-            gitaly_connections: CounterVec::new(&["status"]),
-            http_requests: CounterVec::new(&["code", "method"]),
-            http_request_duration: HistogramVec::new(&["code", "method"], &[0.005, 1.0]),
-            http_in_flight: AtomicI64::new(0),
-            lfs_http_connections: AtomicU64::new(0),
-            lfs_ssh_connections: AtomicU64::new(0),
-        }))
+        Box::leak(Box::new(Metrics::new()))
     }
 
     fn observer(m: &'static Metrics) -> (SessionObserver, Arc<ConnErrors>) {
