@@ -575,6 +575,28 @@ impl Conn {
         )
     }
 
+    /// Runs one internal-API call of the authentication phase on a blocking thread, with this
+    /// connection's client and span, bounded by [`AUTH_API_TIMEOUT`]. `Err(None)`: it timed
+    /// out (or its thread died).
+    async fn api_call<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&gitlab_shell::api::Client) -> Result<T, gitlab_shell::api::Error>
+        + Send
+        + 'static,
+    ) -> Result<T, Option<gitlab_shell::api::Error>> {
+        let config = Arc::clone(&self.shared.config);
+        let cid = self.correlation_id.clone();
+        let span = self.span.clone();
+        let errors = Arc::clone(&self.conn_errors);
+        let task = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| Self::api_client(&config, &cid, &errors).and_then(|c| call(&c)))
+        });
+        match tokio::time::timeout(AUTH_API_TIMEOUT, task).await {
+            Ok(Ok(answer)) => answer.map_err(Some),
+            _ => Err(None),
+        }
+    }
+
     /// `GET /authorized_certs` for a certificate signed by a group's CA: the GitLab username
     /// and the group's path.
     async fn lookup_cert(
@@ -582,27 +604,19 @@ impl Conn {
         fingerprint: String,
         key_id: String,
     ) -> Option<gitlab_shell::api::authorized_certs::Response> {
-        let config = Arc::clone(&self.shared.config);
-        let cid = self.correlation_id.clone();
-        let span = self.span.clone();
-        let errors = Arc::clone(&self.conn_errors);
-        let call = tokio::task::spawn_blocking(move || {
-            span.in_scope(|| {
-                Self::api_client(&config, &cid, &errors).and_then(|c| {
-                    gitlab_shell::api::authorized_certs::get(&c, &fingerprint, &key_id)
-                })
-            })
-        });
-        match tokio::time::timeout(AUTH_API_TIMEOUT, call).await {
-            Ok(Ok(Ok(r))) => Some(r),
-            Ok(Ok(Err(e))) => {
+        let found = self
+            .api_call(move |c| gitlab_shell::api::authorized_certs::get(c, &fingerprint, &key_id))
+            .await;
+        match found {
+            Ok(r) => Some(r),
+            Err(Some(e)) => {
                 if Self::is_server_side(&e) {
                     self.count_error();
                 }
                 tracing::info!(parent: &self.span, error = %e, "certificate rejected: lookup failed");
                 None
             }
-            _ => {
+            Err(None) => {
                 self.count_error();
                 tracing::warn!(parent: &self.span, "certificate rejected: lookup timed out");
                 None
@@ -621,19 +635,12 @@ impl Conn {
             return *found;
         }
         let b64 = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&blob);
-        let config = Arc::clone(&self.shared.config);
-        let cid = self.correlation_id.clone();
-        let span = self.span.clone();
-        let errors = Arc::clone(&self.conn_errors);
-        let call = tokio::task::spawn_blocking(move || {
-            span.in_scope(|| {
-                Self::api_client(&config, &cid, &errors)
-                    .and_then(|c| gitlab_shell::api::authorized_keys::get_by_key(&c, &b64))
-            })
-        });
-        let found = match tokio::time::timeout(AUTH_API_TIMEOUT, call).await {
-            Ok(Ok(Ok(r))) => Some(r.id),
-            Ok(Ok(Err(e))) => {
+        let answer = self
+            .api_call(move |c| gitlab_shell::api::authorized_keys::get_by_key(c, &b64))
+            .await;
+        let found = match answer {
+            Ok(r) => Some(r.id),
+            Err(Some(e)) => {
                 // An unknown key is the client's problem; anything else is a server-side
                 // auth error (SLI).
                 let unknown_key = matches!(
@@ -647,7 +654,7 @@ impl Conn {
                 tracing::info!(parent: &self.span, error = %e, "public key authentication: key lookup failed");
                 None
             }
-            _ => {
+            Err(None) => {
                 self.count_error();
                 tracing::warn!(parent: &self.span, "public key authentication: key lookup timed out");
                 None
