@@ -3,6 +3,7 @@
 //! (Gitaly `client/upload_pack.go`, `stream.ProxyPktLine`) for upload-pack.
 
 use crate::connection::{self, Connection, SidechannelStream};
+use crate::observe::{self, Rpc, Tally};
 use crate::output::{self, Output};
 use crate::pool::Pool;
 use crate::retry::{AttemptStdin, Committed, Replay};
@@ -27,13 +28,40 @@ use tonic::{Request, Response, Status, Streaming};
 /// then the whole runtime: every task on it goes (the tonic call, whose HTTP/2 stream is reset,
 /// the sidechannel, the yamux session), which closes the connection to Gitaly; Gitaly cancels
 /// the RPC's context and kills git.
-fn run<T, F, Fut>(t: &Target, pool: Option<&Pool>, io: Stdio<'_>, body: F) -> Result<T, Error>
+///
+/// The call is counted once in `tally` ([`crate::observe`]), from after the address parsed to
+/// its final result.
+fn run<T, F, Fut>(
+    t: &Target,
+    pool: Option<&Pool>,
+    io: Stdio<'_>,
+    tally: &Tally,
+    body: F,
+) -> Result<T, Error>
 where
     T: Send,
     F: Fn(Connection, AttemptStdin, Output, Committed) -> Fut + Send,
     Fut: Future<Output = Result<T, Error>>,
 {
     let address = address::parse(&t.address)?;
+    tally.started();
+    let result = run_parsed(&address, t, pool, io, body);
+    tally.finish(&result);
+    result
+}
+
+fn run_parsed<T, F, Fut>(
+    address: &address::Address,
+    t: &Target,
+    pool: Option<&Pool>,
+    io: Stdio<'_>,
+    body: F,
+) -> Result<T, Error>
+where
+    T: Send,
+    F: Fn(Connection, AttemptStdin, Output, Committed) -> Fut + Send,
+    Fut: Future<Output = Result<T, Error>>,
+{
     let Stdio {
         stdin,
         stdout,
@@ -53,7 +81,7 @@ where
             tokio::select! {
                 biased;
                 () = watched.cancelled() => Err(Error::cancelled()),
-                result = attempts(&address, t, pool, &replay, &out, &body) => result,
+                result = attempts(address, t, pool, &replay, &out, &body) => result,
             }
         })
     })
@@ -150,6 +178,11 @@ where
     }
 }
 
+/// The counting of one call of `rpc`, reported to the pool's observer (none without a pool).
+fn tally_for(pool: Option<&Pool>, rpc: &'static Rpc) -> Tally {
+    Tally::new(pool.and_then(Pool::observer), rpc)
+}
+
 fn request_with_meta<T>(
     message: T,
     t: &Target,
@@ -185,6 +218,14 @@ impl StdResponse for proto::SshUploadArchiveResponse {
     }
 }
 
+/// What one attempt of a bidi call works with.
+struct BidiAttempt {
+    stdin: AttemptStdin,
+    out: Output,
+    committed: Committed,
+    tally: Tally,
+}
+
 /// The bidi loop: the first message, then stdin chunks, then CloseSend; responses relayed
 /// until the stream ends. The attempt is committed once Gitaly sends response headers (it
 /// has begun answering; grpc-go's rule).
@@ -192,9 +233,7 @@ async fn bidi<Req, Resp, Call, Fut>(
     conn: Connection,
     request: Request<Req>,
     wrap: fn(Vec<u8>) -> Req,
-    stdin: AttemptStdin,
-    out: Output,
-    committed: Committed,
+    attempt: BidiAttempt,
     call: Call,
 ) -> Result<Option<i32>, Error>
 where
@@ -203,14 +242,26 @@ where
     Call: FnOnce(SshServiceClient<Channel>, Request<BoxStream<'static, Req>>) -> Fut,
     Fut: Future<Output = Result<Response<Streaming<Resp>>, Status>>,
 {
+    let BidiAttempt {
+        stdin,
+        out,
+        committed,
+        tally,
+    } = attempt;
     let (metadata, extensions, first) = request.into_parts();
     // tonic resolves the call only once response headers arrive, and Gitaly sends none before it
     // has read the first message: it must be ready before awaiting (gitaly.md §2.5).
     let chunks = stream::unfold(stdin, move |mut stdin| async move {
         stdin.next().await.map(|chunk| (wrap(chunk), stdin))
     });
+    let sent = tally.clone();
     let messages = stream::once(std::future::ready(first))
         .chain(chunks)
+        .enumerate()
+        .map(move |(i, message)| {
+            sent.sent(i as u64 + 1);
+            message
+        })
         .boxed();
     let request = Request::from_parts(metadata, extensions, messages);
 
@@ -224,6 +275,7 @@ where
     loop {
         match responses.message().await {
             Ok(Some(message)) => {
+                tally.received();
                 let (stdout, stderr, status) = message.into_parts();
                 if status.is_some() {
                     exit_status = status;
@@ -254,7 +306,8 @@ pub(crate) fn receive_pack_via(
     r: proto::SshReceivePackRequest,
     io: Stdio,
 ) -> Result<Option<i32>, Error> {
-    run(t, pool, io, |conn, stdin, out, committed| {
+    let tally = tally_for(pool, &observe::RECEIVE_PACK);
+    run(t, pool, io, &tally, |conn, stdin, out, committed| {
         bidi(
             conn,
             request_with_meta(r.clone(), t, m, "git-receive-pack", None),
@@ -262,9 +315,12 @@ pub(crate) fn receive_pack_via(
                 stdin,
                 ..Default::default()
             },
-            stdin,
-            out,
-            committed,
+            BidiAttempt {
+                stdin,
+                out,
+                committed,
+                tally: tally.clone(),
+            },
             |mut client, req| async move { client.ssh_receive_pack(req).await },
         )
     })
@@ -286,7 +342,8 @@ pub(crate) fn upload_archive_via(
     r: proto::SshUploadArchiveRequest,
     io: Stdio,
 ) -> Result<Option<i32>, Error> {
-    run(t, pool, io, |conn, stdin, out, committed| {
+    let tally = tally_for(pool, &observe::UPLOAD_ARCHIVE);
+    run(t, pool, io, &tally, |conn, stdin, out, committed| {
         bidi(
             conn,
             request_with_meta(r.clone(), t, m, "git-upload-archive", None),
@@ -294,9 +351,12 @@ pub(crate) fn upload_archive_via(
                 stdin,
                 ..Default::default()
             },
-            stdin,
-            out,
-            committed,
+            BidiAttempt {
+                stdin,
+                out,
+                committed,
+                tally: tally.clone(),
+            },
             |mut client, req| async move { client.ssh_upload_archive(req).await },
         )
     })
@@ -323,52 +383,59 @@ pub(crate) fn upload_pack_via(
 ) -> Result<Option<proto::PackfileNegotiationStatistics>, Error> {
     // The sidechannel is outside gRPC: the attempt is committed by the output it carries.
     let r = &r;
-    run(t, pool, io, |conn, stdin, out, _committed| async move {
-        let (id, mut waiter) = conn.registry.register();
-        let request = request_with_meta(r.clone(), t, m, "git-upload-pack", Some(id));
+    let tally = tally_for(pool, &observe::UPLOAD_PACK);
+    run(
+        t,
+        pool,
+        io,
+        &tally,
+        |conn, stdin, out, _committed| async move {
+            let (id, mut waiter) = conn.registry.register();
+            let request = request_with_meta(r.clone(), t, m, "git-upload-pack", Some(id));
 
-        let mut client = SshServiceClient::new(conn.channel);
-        let mut rpc =
-            tokio::spawn(async move { client.ssh_upload_pack_with_sidechannel(request).await });
-        let rpc_result = |joined: Result<
-            Result<Response<proto::SshUploadPackWithSidechannelResponse>, Status>,
-            tokio::task::JoinError,
-        >| match joined {
-            Ok(Ok(response)) => Ok(response.into_inner().packfile_negotiation_statistics),
-            Ok(Err(status)) => Err(Error::from_status(&status)),
-            Err(e) => Err(Error::Local(format!("gitaly call task failed: {e}"))),
-        };
+            let mut client = SshServiceClient::new(conn.channel);
+            let mut rpc =
+                tokio::spawn(async move { client.ssh_upload_pack_with_sidechannel(request).await });
+            let rpc_result = |joined: Result<
+                Result<Response<proto::SshUploadPackWithSidechannelResponse>, Status>,
+                tokio::task::JoinError,
+            >| match joined {
+                Ok(Ok(response)) => Ok(response.into_inner().packfile_negotiation_statistics),
+                Ok(Err(status)) => Err(Error::from_status(&status)),
+                Err(e) => Err(Error::Local(format!("gitaly call task failed: {e}"))),
+            };
 
-        let stream = tokio::select! {
-            biased;
-            stream = &mut waiter => stream.ok(),
-            joined = &mut rpc => {
-                conn.registry.remove(id);
-                // A sidechannel accepted just before the response still counts.
-                let outcome = rpc_result(joined);
-                return match waiter.try_recv() {
-                    Ok(stream) => finish_proxy(proxy(stream, stdin, out), outcome).await,
-                    Err(_) => outcome.and(Err(Error::Sidechannel(CALLBACK_DID_NOT_RUN.to_owned()))),
-                };
+            let stream = tokio::select! {
+                biased;
+                stream = &mut waiter => stream.ok(),
+                joined = &mut rpc => {
+                    conn.registry.remove(id);
+                    // A sidechannel accepted just before the response still counts.
+                    let outcome = rpc_result(joined);
+                    return match waiter.try_recv() {
+                        Ok(stream) => finish_proxy(proxy(stream, stdin, out), outcome).await,
+                        Err(_) => outcome.and(Err(Error::Sidechannel(CALLBACK_DID_NOT_RUN.to_owned()))),
+                    };
+                }
+            };
+            conn.registry.remove(id);
+            let Some(stream) = stream else {
+                return rpc_result(rpc.await)
+                    .and(Err(Error::Sidechannel(CALLBACK_DID_NOT_RUN.to_owned())));
+            };
+
+            let proxy = proxy(stream, stdin, out);
+            tokio::pin!(proxy);
+            tokio::select! {
+                proxied = &mut proxy => {
+                    // Gitaly answers after closing the sidechannel; its status takes precedence.
+                    let stats = rpc_result(rpc.await)?;
+                    proxied.map(|()| stats)
+                }
+                joined = &mut rpc => finish_proxy(proxy, rpc_result(joined)).await,
             }
-        };
-        conn.registry.remove(id);
-        let Some(stream) = stream else {
-            return rpc_result(rpc.await)
-                .and(Err(Error::Sidechannel(CALLBACK_DID_NOT_RUN.to_owned())));
-        };
-
-        let proxy = proxy(stream, stdin, out);
-        tokio::pin!(proxy);
-        tokio::select! {
-            proxied = &mut proxy => {
-                // Gitaly answers after closing the sidechannel; its status takes precedence.
-                let stats = rpc_result(rpc.await)?;
-                proxied.map(|()| stats)
-            }
-            joined = &mut rpc => finish_proxy(proxy, rpc_result(joined)).await,
-        }
-    })
+        },
+    )
 }
 
 /// How long a failed call still relays what the sidechannel carries (git's stderr, sent before

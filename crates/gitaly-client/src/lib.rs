@@ -10,6 +10,7 @@
 //! made from inside an async runtime.
 
 pub use gitaly_proto as proto;
+pub use observe::{Rpc, RpcObserver, RpcType};
 pub use pool::Pool;
 pub use retry::{REPLAY_LIMIT, RetryPolicy};
 pub use tls_trust::Trust;
@@ -21,6 +22,7 @@ mod calls;
 pub mod connection;
 mod error;
 pub mod metadata;
+pub mod observe;
 mod output;
 pub mod pool;
 mod retry;

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::address::Address;
 use crate::connection::Connection;
+use crate::observe::RpcObserver;
 use crate::{CallMeta, Error, Stdio, Target, proto};
 
 /// Told about every dial the pool makes: `true` when it connected (GitLab Shell's
@@ -35,6 +36,7 @@ struct Inner {
     conns: Mutex<HashMap<(String, String), Arc<Entry>>>,
     next_id: AtomicU64,
     on_dial: DialHook,
+    observer: Option<Arc<dyn RpcObserver>>,
 }
 
 /// The connection cache; cheap to clone (clones share the cache).
@@ -56,14 +58,37 @@ impl Pool {
     /// A pool whose connections live on `runtime` (which must outlive every call, e.g. the
     /// server's own multi-threaded runtime); `on_dial` is told about every dial.
     pub fn new(runtime: tokio::runtime::Handle, on_dial: DialHook) -> Pool {
+        Self::build(runtime, on_dial, None)
+    }
+
+    /// [`Pool::new`] whose calls are reported to `observer` ([`crate::observe`]).
+    pub fn observed(
+        runtime: tokio::runtime::Handle,
+        on_dial: DialHook,
+        observer: Arc<dyn RpcObserver>,
+    ) -> Pool {
+        Self::build(runtime, on_dial, Some(observer))
+    }
+
+    fn build(
+        runtime: tokio::runtime::Handle,
+        on_dial: DialHook,
+        observer: Option<Arc<dyn RpcObserver>>,
+    ) -> Pool {
         Pool {
             inner: Arc::new(Inner {
                 runtime,
                 conns: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(0),
                 on_dial,
+                observer,
             }),
         }
+    }
+
+    /// The observer of this pool's calls, if any.
+    pub(crate) fn observer(&self) -> Option<Arc<dyn RpcObserver>> {
+        self.inner.observer.clone()
     }
 
     /// Connections currently cached (tests, diagnostics).

@@ -1727,3 +1727,123 @@ fn a_pool_keys_connections_by_address_and_token() {
     pooled_upload_pack(&pool, &target).0.unwrap();
     assert_eq!(pool.cached(), 2);
 }
+
+/// Counts what a pool reports of its calls, by `<method> <event>`.
+#[derive(Default)]
+struct RpcCounts(Mutex<std::collections::BTreeMap<String, u64>>);
+
+impl RpcCounts {
+    fn add(&self, key: String) {
+        *self.0.lock().unwrap().entry(key).or_insert(0) += 1;
+    }
+    fn get(&self, key: &str) -> u64 {
+        self.0.lock().unwrap().get(key).copied().unwrap_or(0)
+    }
+}
+
+impl gitaly_client::RpcObserver for RpcCounts {
+    fn started(&self, rpc: &gitaly_client::Rpc) {
+        self.add(format!("{} started {}", rpc.method, rpc.kind.as_str()));
+    }
+    fn msg_sent(&self, rpc: &gitaly_client::Rpc) {
+        self.add(format!("{} sent", rpc.method));
+    }
+    fn msg_received(&self, rpc: &gitaly_client::Rpc) {
+        self.add(format!("{} received", rpc.method));
+    }
+    fn handled(&self, rpc: &gitaly_client::Rpc, code: tonic::Code) {
+        self.add(format!(
+            "{} handled {}",
+            rpc.method,
+            gitaly_client::go_code_name(code)
+        ));
+    }
+}
+
+/// A pool built with an observer reports its calls as go-grpc-prometheus's client
+/// interceptors count them: a bidi call per message each way, a unary call one message sent
+/// (and one received only when it fails), one `started` and one `handled` per call even when a
+/// stale cached connection is dialled again, and a call whose Gitaly is gone as `Unavailable`.
+/// See: docs/gitlab-sshd.md, "Probes and metrics".
+#[test]
+fn an_observed_pool_counts_calls_and_messages_like_the_go_interceptors() {
+    let server = TestGitaly::start(Listen::Unix, Some(TOKEN));
+    let runtime = PoolRuntime::start();
+    let counts = Arc::new(RpcCounts::default());
+    let pool = gitaly_client::Pool::observed(
+        runtime.handle.clone(),
+        Box::new(|_| {}),
+        Arc::clone(&counts) as Arc<dyn gitaly_client::RpcObserver>,
+    );
+    let target = server.target();
+
+    // Bidi: the first message plus one per stdin chunk; one response per echoed chunk plus
+    // the closing one.
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let data = noise(100 * 1024 + 3);
+    let request = proto::SshReceivePackRequest {
+        repository: repo("echo"),
+        gl_id: "key-123".into(),
+        ..Default::default()
+    };
+    let io = Stdio {
+        stdin: Box::new(Cursor::new(data.clone())),
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+        cancel: gitaly_client::CancellationToken::new(),
+    };
+    pool.receive_pack(&target, &call_meta(), request, io)
+        .unwrap();
+    assert_eq!(stdout, data);
+    let chunks = server.seen()[0].chunks.len() as u64;
+    assert!(chunks >= 2, "{chunks}");
+    assert_eq!(counts.get("SSHReceivePack started bidi_stream"), 1);
+    assert_eq!(counts.get("SSHReceivePack sent"), 1 + chunks);
+    assert_eq!(counts.get("SSHReceivePack received"), chunks + 1);
+    assert_eq!(counts.get("SSHReceivePack handled OK"), 1);
+
+    // Unary, successful: one sent, none received.
+    let (result, _) = pooled_upload_pack(&pool, &target);
+    result.unwrap();
+    let up = "SSHUploadPackWithSidechannel";
+    assert_eq!(counts.get(&format!("{up} started unary")), 1);
+    assert_eq!(counts.get(&format!("{up} sent")), 1);
+    assert_eq!(counts.get(&format!("{up} received")), 0);
+    assert_eq!(counts.get(&format!("{up} handled OK")), 1);
+
+    // UNAVAILABLE on the cached connection, then served on a fresh dial: still one call.
+    let (result, _) = pooled_upload_pack_of(&pool, &target, "flaky:hello");
+    result.unwrap();
+    assert_eq!(counts.get(&format!("{up} started unary")), 2);
+    assert_eq!(counts.get(&format!("{up} sent")), 2);
+    assert_eq!(counts.get(&format!("{up} handled OK")), 2);
+
+    // Nobody listening: Unavailable, and the unary call's one message received.
+    let dir = tempfile::tempdir().unwrap();
+    let gone = Target {
+        address: format!("unix:{}", dir.path().join("gone.sock").display()),
+        ..target.clone()
+    };
+    let (result, _) = pooled_upload_pack(&pool, &gone);
+    assert_eq!(result.unwrap_err().to_string(), UNAVAILABLE);
+    assert_eq!(counts.get(&format!("{up} started unary")), 3);
+    assert_eq!(counts.get(&format!("{up} received")), 1);
+    assert_eq!(counts.get(&format!("{up} handled Unavailable")), 1);
+
+    // A bidi call that cannot dial sends nothing.
+    let request = proto::SshReceivePackRequest {
+        repository: repo("echo"),
+        gl_id: "key-123".into(),
+        ..Default::default()
+    };
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let io = Stdio {
+        stdin: Box::new(Cursor::new(Vec::new())),
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+        cancel: gitaly_client::CancellationToken::new(),
+    };
+    assert!(pool.receive_pack(&gone, &call_meta(), request, io).is_err());
+    assert_eq!(counts.get("SSHReceivePack sent"), 1 + chunks);
+    assert_eq!(counts.get("SSHReceivePack handled Unavailable"), 1);
+}
