@@ -1645,11 +1645,18 @@ fn metrics_count_api_requests_lfs_and_session_errors() {
         Some(1.0),
         "one Gitaly dial for two clones: {again}"
     );
+    grpc_client_metrics_move(&w, &work, &again);
     if foreign() {
-        // `lfs_*_connections_total` and the connection SLI counters came after the Go 14.35
-        // we run (upstream 14.4x and 14.55).
+        // `lfs_*_connections_total`, the connection SLI counters and the topology histogram
+        // came after the Go 14.35 we run (upstream 14.4x, 14.55 and 14.48).
         return;
     }
+    // Routing through the Topology Service is not implemented: its histogram stays at zero.
+    let now = metrics();
+    assert!(
+        now.contains("\ngitlab_shell_topology_request_duration_seconds_count 0\n"),
+        "{now}"
+    );
 
     let run = w
         .ssh()
@@ -1692,4 +1699,312 @@ fn metrics_count_api_requests_lfs_and_session_errors() {
         "{}",
         w.server.log()
     );
+}
+
+/// The `grpc_client_*` series after two clones (`again` is the scrape after them), then a push
+/// and a clone whose Gitaly cannot be dialled, counted as go-grpc-prometheus's client
+/// interceptors count them: once per call, a unary call with one message sent and none
+/// received unless it fails, a bidi call per message, Go's code names.
+/// See: docs/gitlab-sshd.md, "Probes and metrics".
+fn grpc_client_metrics_move(w: &World, work: &Path, again: &str) {
+    let upload = [
+        ("grpc_method", "SSHUploadPackWithSidechannel"),
+        ("grpc_service", "gitaly.SSHService"),
+        ("grpc_type", "unary"),
+    ];
+    let with_code = |labels: &[(&'static str, &'static str)], code: &'static str| {
+        let mut l = labels.to_vec();
+        l.push(("grpc_code", code));
+        l
+    };
+    assert_eq!(
+        sample(again, "grpc_client_started_total", &upload),
+        Some(2.0),
+        "{again}"
+    );
+    assert_eq!(
+        sample(
+            again,
+            "grpc_client_handled_total",
+            &with_code(&upload, "OK")
+        ),
+        Some(2.0),
+        "{again}"
+    );
+    assert_eq!(
+        sample(again, "grpc_client_msg_sent_total", &upload),
+        Some(2.0),
+        "{again}"
+    );
+    assert_eq!(
+        sample(again, "grpc_client_msg_received_total", &upload),
+        None,
+        "a successful unary call counts no message received: {again}"
+    );
+
+    let one = work.join("one");
+    w.ok(&w
+        .git(&one)
+        .args(["commit", "--allow-empty", "-m", "grpc metrics"])
+        .run());
+    w.ok(&w.git(&one).args(["push", "origin", "HEAD:main"]).run());
+    let pushed = w.server.get("/metrics").1;
+    let receive = [
+        ("grpc_method", "SSHReceivePack"),
+        ("grpc_service", "gitaly.SSHService"),
+        ("grpc_type", "bidi_stream"),
+    ];
+    assert_eq!(
+        sample(&pushed, "grpc_client_started_total", &receive),
+        Some(1.0),
+        "{pushed}"
+    );
+    assert_eq!(
+        sample(
+            &pushed,
+            "grpc_client_handled_total",
+            &with_code(&receive, "OK")
+        ),
+        Some(1.0),
+        "{pushed}"
+    );
+    for name in [
+        "grpc_client_msg_sent_total",
+        "grpc_client_msg_received_total",
+    ] {
+        assert!(
+            sample(&pushed, name, &receive).unwrap_or(0.0) >= 2.0,
+            "{name}: the first message and at least one more: {pushed}"
+        );
+    }
+
+    // `/allowed` names a Gitaly nobody listens on: the call fails as Unavailable.
+    let gone = format!(
+        "unix:{}",
+        w.sandbox.work_dir("nowhere").join("gitaly.sock").display()
+    );
+    let body = serde_json::json!({
+        "status": true, "gl_repository": "project-1", "gl_project_path": "group/open",
+        "gl_id": "user-1", "gl_username": "alice",
+        "gitaly": {
+            "repository": {"storage_name": "default", "relative_path": "group/open.git",
+                "gl_repository": "project-1", "gl_project_path": "group/open"},
+            "address": gone, "token": ""
+        }
+    });
+    w.sandbox.api().set_fault_times(
+        "/api/v4/internal/allowed",
+        test_support::stub_api::Fault::Status(200, body.to_string()),
+        1,
+    );
+    let run = w.git(work).args(["clone", &w.url(), "unavailable"]).run();
+    assert_ne!(run.code, 0, "{run}");
+    let failed = w.server.get("/metrics").1;
+    assert_eq!(
+        sample(
+            &failed,
+            "grpc_client_handled_total",
+            &with_code(&upload, "Unavailable")
+        ),
+        Some(1.0),
+        "{failed}"
+    );
+    assert_eq!(
+        sample(&failed, "grpc_client_started_total", &upload),
+        Some(3.0),
+        "{failed}"
+    );
+    assert_eq!(
+        sample(&failed, "grpc_client_msg_received_total", &upload),
+        Some(1.0),
+        "a failed unary call counts one message received: {failed}"
+    );
+}
+
+/// The `access: finish` line: one per connection, after `server: handleConn: done`, with the
+/// connection's `correlation_id` and `remote_addr`, `duration_s`, and the stdout bytes and
+/// project (`meta`, from `/allowed`) of the connection's last session if it succeeded; `{}`
+/// and 0 for a connection that never ran a command, one refused, and a failed login. Read from
+/// the server's log (stderr, `log_file: ""`).
+/// See: docs/gitlab-sshd.md, "Logs".
+#[test]
+fn access_finish_line_once_per_connection() {
+    let fixture = r#"
+users:
+  - { id: 1, username: alice, name: Alice Liddell }
+projects:
+  - path: group/open
+    id: 1
+    root_namespace_id: 9
+    members: { alice: admin }
+"#;
+    let mut builder = Sandbox::builder("sshd-access").fixture_yaml(fixture);
+    let alice = builder.client_key("alice", 1, Some("alice"));
+    let sandbox = builder.seed("group/open", seed()).build();
+    write_config(&sandbox, "");
+    let server = start(sandbox.root());
+    let w = World {
+        sandbox,
+        server,
+        alice,
+    };
+    // The `access: finish` line of the connection that logged `server: handleConn: start`
+    // after the first `skip` connections; waits for it (it comes after the client is gone).
+    let finish_of = |skip: usize| -> serde_json::Value {
+        let started = Instant::now();
+        loop {
+            let lines = w.server.lines();
+            let ids: Vec<String> = lines
+                .iter()
+                .filter(|l| l["msg"] == "server: handleConn: start")
+                .filter_map(|l| l["correlation_id"].as_str().map(str::to_owned))
+                .collect();
+            if let Some(id) = ids.get(skip) {
+                let finishes: Vec<&serde_json::Value> = lines
+                    .iter()
+                    .filter(|l| l["msg"] == "access: finish" && l["correlation_id"] == *id)
+                    .collect();
+                assert!(
+                    finishes.len() <= 1,
+                    "one line per connection\n{}",
+                    w.server.log()
+                );
+                if let Some(f) = finishes.first() {
+                    let done = lines.iter().position(|l| {
+                        l["msg"] == "server: handleConn: done" && l["correlation_id"] == *id
+                    });
+                    let at = lines.iter().position(|l| l == *f);
+                    assert!(done < at, "after handleConn: done\n{}", w.server.log());
+                    return (*f).clone();
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no access: finish for connection {skip}\n{}",
+                w.server.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let empty = serde_json::json!({});
+    let work = w.sandbox.work_dir("clones");
+
+    // 0: a clone.
+    w.ok(&w.git(&work).args(["clone", &w.url(), "one"]).run());
+    let line = finish_of(0);
+    let meta = if foreign() {
+        // Go 14.35 logs no ids (`gl_project_id` and `gl_root_namespace_id` reach the line in
+        // later versions; 14.56 logs them).
+        serde_json::json!({"project": "group/open", "root_namespace": "group"})
+    } else {
+        serde_json::json!({"project": "group/open", "root_namespace": "group",
+            "project_id": 1, "root_namespace_id": 9})
+    };
+    assert_eq!(line["meta"], meta, "{line}");
+    assert!(line["written_bytes"].as_u64().unwrap_or(0) > 0, "{line}");
+    assert!(line["duration_s"].as_f64().unwrap_or(0.0) > 0.0, "{line}");
+    assert_eq!(line["level"], "info");
+    assert!(
+        line["remote_addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{line}"
+    );
+
+    // 1: the welcome: its 27 bytes, no project.
+    let run = w.ssh().run();
+    w.ok(&run);
+    let line = finish_of(1);
+    assert_eq!(line["written_bytes"], 27, "{line}");
+    assert_eq!(line["meta"], empty, "{line}");
+
+    // 2: a refused command.
+    let run = w.ssh().arg("nonsense").run();
+    assert_eq!(run.code, 128, "{run}");
+    let line = finish_of(2);
+    assert_eq!(
+        (&line["written_bytes"], &line["meta"]),
+        (&0.into(), &empty),
+        "{line}"
+    );
+
+    // 3: a connection that only authenticates.
+    let mut idle = Command::new("ssh")
+        .args(ssh_options(w.server.addr.port(), &w.alice.private_key))
+        .arg("-N")
+        .arg(format!("{}@127.0.0.1", current_user()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let authenticated = || {
+        w.server
+            .lines()
+            .iter()
+            .filter(|l| l["msg"] == "public key authentication")
+            .count()
+            >= 4
+    };
+    while !authenticated() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            w.server.log()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    // Let the signature round trip finish before the client goes.
+    thread::sleep(Duration::from_millis(500));
+    let _ = idle.kill();
+    let _ = idle.wait();
+    let line = finish_of(3);
+    assert_eq!(
+        (&line["written_bytes"], &line["meta"]),
+        (&0.into(), &empty),
+        "{line}"
+    );
+
+    // 4: an unknown key: refused, and still one line.
+    let stranger = keygen(&w.sandbox.work_dir("keys"), "stranger");
+    let run = w.ssh_as(&current_user(), &stranger).run();
+    assert_eq!(run.code, 255, "{run}");
+    let line = finish_of(4);
+    assert_eq!(
+        (&line["written_bytes"], &line["meta"]),
+        (&0.into(), &empty),
+        "{line}"
+    );
+
+    // 5: several sessions on one connection: the last to end decides (here the welcome after
+    // a clone).
+    let control = w.sandbox.work_dir("ctl").join("c");
+    let mux = [
+        "-o".to_owned(),
+        "ControlMaster=auto".to_owned(),
+        "-o".to_owned(),
+        format!("ControlPath={}", control.display()),
+        "-o".to_owned(),
+        "ControlPersist=30".to_owned(),
+    ];
+    let mut ssh_command = String::from("ssh");
+    for o in mux
+        .iter()
+        .cloned()
+        .chain(ssh_options(w.server.addr.port(), &w.alice.private_key))
+    {
+        ssh_command.push(' ');
+        ssh_command.push_str(&o);
+    }
+    w.ok(&w
+        .git(&work)
+        .env("GIT_SSH_COMMAND", &ssh_command)
+        .args(["clone", &w.url(), "mux"])
+        .run());
+    w.ok(&w.ssh().args(&mux).run());
+    let _ = w.ssh().args(&mux).args(["-O", "exit"]).run();
+    let line = finish_of(5);
+    assert_eq!(line["written_bytes"], 27, "{line}");
+    assert_eq!(line["meta"], empty, "{line}");
 }

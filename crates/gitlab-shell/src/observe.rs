@@ -21,6 +21,10 @@ pub trait Observer: Send + Sync + std::fmt::Debug {
     fn command_built(&self, _command: &Command) {}
     /// The session's command failed with `error` (after it was chosen).
     fn command_failed(&self, _error: &Error) {}
+    /// `/allowed` granted the session's git or LFS command access (`status: true`, before
+    /// anything runs): gitlab-sshd shows the project of `response` on its `access: finish`
+    /// line (docs/gitlab-sshd.md, "Logs").
+    fn access_granted(&self, _response: &crate::api::allowed::Response) {}
 }
 
 /// The observer that ignores everything (the classic binaries, tests).

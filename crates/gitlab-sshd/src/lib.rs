@@ -2,12 +2,13 @@
 //! SSH connection with russh; each `exec`/`shell` runs the same command code as the classic
 //! `gitlab-shell key-N` (`gitlab_shell::command::execute`), in-process.
 //!
-//! Map: [`alloc`] (malloc settings), [`env`] (environment overrides), [`logging`] (JSON lines
+//! Map: [`access`] (the `access: finish` line), [`alloc`] (malloc settings), [`env`] (environment overrides), [`logging`] (JSON lines
 //! with per-connection fields),
 //! [`proxy`] (PROXY protocol), [`server`] (listener, connections, auth, shutdown), [`session`]
 //! (one session channel), [`monitoring`] + [`metrics`] (probes and Prometheus), [`cli`] (the
 //! binary's start-up).
 
+pub mod access;
 pub mod alloc;
 pub mod certs;
 pub mod cli;

@@ -44,14 +44,21 @@ fn now_utc() -> String {
         .unwrap_or_default()
 }
 
-/// Renders one line (no newline). `env` given as JSON object text is spliced in as an object.
+/// Fields whose JSON object text is spliced in as an object (the Go server logs them as
+/// objects).
+const OBJECT_FIELDS: [&str; 2] = ["env", "meta"];
+
+/// Renders one line (no newline). `env` and `meta` given as JSON object text are spliced in
+/// as objects.
 pub fn render(text: bool, level: &Level, mut fields: BTreeMap<String, Value>) -> String {
     let msg = fields.remove("message").unwrap_or(Value::from(""));
-    if let Some(Value::String(raw)) = fields.get("env")
-        && raw.starts_with('{')
-        && let Ok(v) = serde_json::from_str::<Value>(raw)
-    {
-        fields.insert("env".into(), v);
+    for name in OBJECT_FIELDS {
+        if let Some(Value::String(raw)) = fields.get(name)
+            && raw.starts_with('{')
+            && let Ok(v) = serde_json::from_str::<Value>(raw)
+        {
+            fields.insert(name.into(), v);
+        }
     }
     let time = now_utc();
     if text {
@@ -178,5 +185,18 @@ mod tests {
         assert_eq!(lines[0]["tcp_address"], "127.0.0.1:22");
         assert_eq!(lines[0]["level"], "info");
         assert!(lines[1].get("correlation_id").is_none());
+    }
+
+    #[test]
+    fn env_and_meta_are_objects() {
+        let mut fields = BTreeMap::new();
+        fields.insert("message".to_owned(), Value::from("access: finish"));
+        fields.insert("meta".to_owned(), Value::from(r#"{"project":"g/p"}"#));
+        fields.insert("env".to_owned(), Value::from(r#"{"IsSSHConnection":true}"#));
+        fields.insert("other".to_owned(), Value::from(r#"{"x":1}"#));
+        let line: Value = serde_json::from_str(&render(false, &Level::INFO, fields)).unwrap();
+        assert_eq!(line["meta"]["project"], "g/p");
+        assert_eq!(line["env"]["IsSSHConnection"], true);
+        assert_eq!(line["other"], r#"{"x":1}"#);
     }
 }

@@ -211,7 +211,21 @@ pub struct Metrics {
     pub lfs_http_connections: AtomicU64,
     /// `lfs_ssh_connections_total`: `git-lfs-transfer` commands (pure SSH LFS).
     pub lfs_ssh_connections: AtomicU64,
+    /// `gitlab_shell_topology_request_duration_seconds`: never observed (Topology Service
+    /// routing is not implemented); shown at zero as upstream's unlabelled histogram is.
+    pub topology_request_duration: Histogram,
+    /// `grpc_client_started_total{grpc_method,grpc_service,grpc_type}`: Gitaly calls begun.
+    pub grpc_started: CounterVec,
+    /// `grpc_client_handled_total{grpc_code,grpc_method,grpc_service,grpc_type}`: calls ended.
+    pub grpc_handled: CounterVec,
+    /// `grpc_client_msg_sent_total{grpc_method,grpc_service,grpc_type}`.
+    pub grpc_msg_sent: CounterVec,
+    /// `grpc_client_msg_received_total{grpc_method,grpc_service,grpc_type}`.
+    pub grpc_msg_received: CounterVec,
 }
+
+/// The labels of the `grpc_client_*` families but `handled` (alphabetical, as Go renders them).
+const GRPC_LABELS: &[&str] = &["grpc_method", "grpc_service", "grpc_type"];
 
 /// The process's metrics.
 pub static METRICS: Metrics = Metrics::new();
@@ -241,6 +255,18 @@ impl Metrics {
             http_in_flight: AtomicI64::new(0),
             lfs_http_connections: AtomicU64::new(0),
             lfs_ssh_connections: AtomicU64::new(0),
+            topology_request_duration: Histogram::new(&[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+            grpc_started: CounterVec::new(GRPC_LABELS),
+            grpc_handled: CounterVec::new(&[
+                "grpc_code",
+                "grpc_method",
+                "grpc_service",
+                "grpc_type",
+            ]),
+            grpc_msg_sent: CounterVec::new(GRPC_LABELS),
+            grpc_msg_received: CounterVec::new(GRPC_LABELS),
         }
     }
 }
@@ -373,6 +399,31 @@ impl Metrics {
             "Number of LFS over SSH connections that have been established",
             get(&self.lfs_ssh_connections),
         );
+        self.topology_request_duration.render(
+            &mut out,
+            "gitlab_shell_topology_request_duration_seconds",
+            "Latency of Topology Service Classify requests.",
+        );
+        self.grpc_handled.render(
+            &mut out,
+            "grpc_client_handled_total",
+            "Total number of RPCs completed by the client, regardless of success or failure.",
+        );
+        self.grpc_msg_received.render(
+            &mut out,
+            "grpc_client_msg_received_total",
+            "Total number of RPC stream messages received by the client.",
+        );
+        self.grpc_msg_sent.render(
+            &mut out,
+            "grpc_client_msg_sent_total",
+            "Total number of gRPC stream messages sent by the client.",
+        );
+        self.grpc_started.render(
+            &mut out,
+            "grpc_client_started_total",
+            "Total number of RPCs started on the client.",
+        );
         let _ = writeln!(
             out,
             "# HELP gitlab_build_info Current build info for this GitLab Service\n# TYPE gitlab_build_info gauge\ngitlab_build_info{{built=\"{built}\",version=\"{version}\"}} 1"
@@ -416,6 +467,8 @@ impl ConnErrors {
 pub struct SessionObserver {
     metrics: &'static Metrics,
     conn: Arc<ConnErrors>,
+    /// What `/allowed` granted the session's command, for the `access: finish` line.
+    granted: Mutex<Option<crate::access::Meta>>,
 }
 
 impl std::fmt::Debug for SessionObserver {
@@ -432,7 +485,13 @@ impl SessionObserver {
         SessionObserver {
             metrics: &METRICS,
             conn,
+            granted: Mutex::new(None),
         }
+    }
+
+    /// The project `/allowed` granted the session's command, if it got that far.
+    pub fn granted(&self) -> Option<crate::access::Meta> {
+        self.granted.lock().ok().and_then(|g| g.clone())
     }
 }
 
@@ -474,6 +533,12 @@ impl gitlab_shell::observe::Observer for SessionObserver {
         }
     }
 
+    fn access_granted(&self, response: &gitlab_shell::api::allowed::Response) {
+        if let Ok(mut g) = self.granted.lock() {
+            *g = Some(crate::access::Meta::from_response(response));
+        }
+    }
+
     fn command_failed(&self, error: &gitlab_shell::error::Error) {
         if error.is_session_error() {
             tracing::warn!(error = %error, "connection: session error");
@@ -482,6 +547,51 @@ impl gitlab_shell::observe::Observer for SessionObserver {
                 .fetch_add(1, Ordering::Relaxed);
             self.conn.mark();
         }
+    }
+}
+
+/// Gitaly calls counted into [`METRICS`] as go-grpc-prometheus's client interceptors count
+/// them (the rules are in `gitaly_client::observe`); the Gitaly connection pool reports to it.
+pub struct GrpcMetrics {
+    metrics: &'static Metrics,
+}
+
+impl GrpcMetrics {
+    /// Counting into [`METRICS`].
+    pub fn new() -> GrpcMetrics {
+        GrpcMetrics { metrics: &METRICS }
+    }
+}
+
+impl Default for GrpcMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `grpc_method`, `grpc_service`, `grpc_type` of `rpc`.
+fn grpc_values(rpc: &gitaly_client::Rpc) -> [&'static str; 3] {
+    [rpc.method, rpc.service, rpc.kind.as_str()]
+}
+
+impl gitaly_client::RpcObserver for GrpcMetrics {
+    fn started(&self, rpc: &gitaly_client::Rpc) {
+        self.metrics.grpc_started.inc(&grpc_values(rpc));
+    }
+
+    fn msg_sent(&self, rpc: &gitaly_client::Rpc) {
+        self.metrics.grpc_msg_sent.inc(&grpc_values(rpc));
+    }
+
+    fn msg_received(&self, rpc: &gitaly_client::Rpc) {
+        self.metrics.grpc_msg_received.inc(&grpc_values(rpc));
+    }
+
+    fn handled(&self, rpc: &gitaly_client::Rpc, code: gitaly_client::observe::Code) {
+        let [method, service, kind] = grpc_values(rpc);
+        self.metrics
+            .grpc_handled
+            .inc(&[gitaly_client::go_code_name(code), method, service, kind]);
     }
 }
 
@@ -503,6 +613,7 @@ mod tests {
             SessionObserver {
                 metrics: m,
                 conn: Arc::clone(&conn),
+                granted: Mutex::new(None),
             },
             conn,
         )
@@ -581,5 +692,53 @@ mod tests {
         assert!(out.contains("x_bucket{le=\"5\"} 2\n"), "{out}");
         assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"), "{out}");
         assert!(out.contains("x_count 3\n"), "{out}");
+    }
+
+    #[test]
+    fn gitaly_calls_are_counted_with_go_grpc_prometheus_names_and_labels() {
+        use gitaly_client::RpcObserver as _;
+        use gitaly_client::observe::{RECEIVE_PACK, UPLOAD_PACK};
+        let m = fresh();
+        let g = GrpcMetrics { metrics: m };
+        g.started(&UPLOAD_PACK);
+        g.msg_sent(&UPLOAD_PACK);
+        g.handled(&UPLOAD_PACK, gitaly_client::observe::Code::Ok);
+        g.started(&RECEIVE_PACK);
+        g.msg_sent(&RECEIVE_PACK);
+        g.msg_received(&RECEIVE_PACK);
+        g.msg_received(&RECEIVE_PACK);
+        g.handled(
+            &RECEIVE_PACK,
+            gitaly_client::observe::Code::PermissionDenied,
+        );
+        let text = m.render("v", "b");
+        let up = "grpc_method=\"SSHUploadPackWithSidechannel\",grpc_service=\"gitaly.SSHService\",grpc_type=\"unary\"";
+        let rp = "grpc_method=\"SSHReceivePack\",grpc_service=\"gitaly.SSHService\",grpc_type=\"bidi_stream\"";
+        for line in [
+            format!("grpc_client_started_total{{{up}}} 1\n"),
+            format!("grpc_client_msg_sent_total{{{up}}} 1\n"),
+            format!("grpc_client_handled_total{{grpc_code=\"OK\",{up}}} 1\n"),
+            format!("grpc_client_handled_total{{grpc_code=\"PermissionDenied\",{rp}}} 1\n"),
+            format!("grpc_client_msg_received_total{{{rp}}} 2\n"),
+            "# HELP grpc_client_handled_total Total number of RPCs completed by the client, regardless of success or failure.\n".to_owned(),
+            "# TYPE grpc_client_started_total counter\n".to_owned(),
+        ] {
+            assert!(text.contains(&line), "{line}\n{text}");
+        }
+        assert!(
+            !text.contains("grpc_client_msg_received_total{grpc_method=\"SSHUploadPack"),
+            "{text}"
+        );
+        // Routing is off: the topology histogram is there, at zero.
+        assert!(
+            text.contains("gitlab_shell_topology_request_duration_seconds_count 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "gitlab_shell_topology_request_duration_seconds_bucket{le=\"0.005\"} 0\n"
+            ),
+            "{text}"
+        );
     }
 }

@@ -254,13 +254,14 @@ impl Shared {
             per_source: Arc::default(),
             cut: CancellationToken::new(),
             // Connections live on the server's runtime (this runs inside it).
-            gitaly_pool: gitaly_client::Pool::new(
+            gitaly_pool: gitaly_client::Pool::observed(
                 tokio::runtime::Handle::current(),
                 Box::new(|ok| {
                     METRICS
                         .gitaly_connections
                         .inc(&[if ok { "ok" } else { "fail" }]);
                 }),
+                Arc::new(crate::metrics::GrpcMetrics::new()),
             ),
             tracker: TaskTracker::new(),
         }))
@@ -371,6 +372,7 @@ impl Shared {
         let span =
             tracing::info_span!("conn", correlation_id = %correlation_id, remote_addr = %remote);
         let conn_token = self.cut.child_token();
+        let access = Arc::new(crate::access::Last::default());
         let (auth_tx, auth_rx) = oneshot::channel();
         let handler = Conn {
             shared: Arc::clone(&self),
@@ -387,6 +389,7 @@ impl Shared {
             conn_token: conn_token.clone(),
             counted: false,
             conn_errors: ConnErrors::new(),
+            access: Arc::clone(&access),
         };
         let stream = proxy::Prefixed::new(leftover, stream);
         let started = Instant::now();
@@ -399,6 +402,7 @@ impl Shared {
                 Ok(()) => tracing::info!(duration_s = started.elapsed().as_secs_f64(), "server: handleConn: done"),
                 Err(reason) => tracing::info!(duration_s = started.elapsed().as_secs_f64(), error_message = %reason, "server: handleConn: done"),
             }
+            crate::access::log_finish(started.elapsed(), &access.get());
         }
         .instrument(span)
         .await;
@@ -530,6 +534,8 @@ pub struct Conn {
     counted: bool,
     /// Server-side errors of this connection (auth or session), counted once.
     conn_errors: Arc<ConnErrors>,
+    /// The outcome of its last session, for the `access: finish` line.
+    access: Arc<crate::access::Last>,
 }
 
 impl Drop for Conn {
@@ -853,6 +859,7 @@ impl russh::server::Handler for Conn {
             conn_token: self.conn_token.clone(),
             open_sessions: Arc::clone(&self.open_sessions),
             span: self.span.clone(),
+            access: Arc::clone(&self.access),
         };
         tokio::spawn(session::serve(channel, ctx));
         Ok(())

@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -56,6 +56,8 @@ pub struct SessionCtx {
     pub open_sessions: Arc<AtomicUsize>,
     /// The connection's span.
     pub span: tracing::Span,
+    /// The outcome of the connection's last session, for its `access: finish` line.
+    pub access: Arc<crate::access::Last>,
 }
 
 /// The command's stdin: client data from the channel, EOF when the client sends EOF or closes.
@@ -137,8 +139,31 @@ pub fn refusal(env: &SshEnv, config: &Config) -> Option<String> {
     }
 }
 
-/// Runs one command as `gitlab-shell key-N` would, on the calling (blocking) thread.
-pub fn run_command(ctx: &SessionCtx, command: OsString, git_protocol: &str, io: &mut Io) -> u8 {
+/// The command's stdout, counting what it writes (the `access: finish` line's `written_bytes`).
+struct Counted<W> {
+    inner: W,
+    written: Arc<AtomicU64>,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Runs one command as `gitlab-shell key-N` would, on the calling (blocking) thread. Returns
+/// its exit status and the project `/allowed` granted it, if any.
+pub fn run_command(
+    ctx: &SessionCtx,
+    command: OsString,
+    git_protocol: &str,
+    io: &mut Io,
+) -> (u8, Option<crate::access::Meta>) {
     let connection = format!(
         "{} {} {} {}",
         ctx.remote.ip(),
@@ -151,17 +176,20 @@ pub fn run_command(ctx: &SessionCtx, command: OsString, git_protocol: &str, io: 
     let args = [OsString::from(&ctx.identity)];
     if let Some(text) = refusal(&env, &ctx.config) {
         let _ = gitlab_shell::console::display_warning(&mut io.stderr, &text);
-        return 128;
+        return (128, None);
     }
+    let observer = Arc::new(SessionObserver::new(Arc::clone(&ctx.conn_errors)));
     let session = gitlab_shell::command::Session {
         config: &ctx.config,
         identity: gitlab_shell::args::shell::parse_identity(&args),
         env,
         correlation_id: &ctx.correlation_id,
-        observer: Arc::new(SessionObserver::new(Arc::clone(&ctx.conn_errors))),
+        observer: observer.clone(),
         gitaly_pool: Some(ctx.gitaly_pool.clone()),
     };
-    gitlab_shell::command::execute_with(&session, io, gitlab_shell::error::report_status_sshd)
+    let status =
+        gitlab_shell::command::execute_with(&session, io, gitlab_shell::error::report_status_sshd);
+    (status, observer.granted())
 }
 
 /// Serves one accepted session channel until it closes.
@@ -172,8 +200,9 @@ pub async fn serve(channel: russh::Channel<Msg>, ctx: SessionCtx) {
     let gone = ctx.conn_token.child_token();
     let mut git_protocol = String::new();
     let mut stdin_tx: Option<mpsc::Sender<Bytes>> = None;
-    let mut job: Option<tokio::task::JoinHandle<u8>> = None;
+    let mut job: Option<tokio::task::JoinHandle<Finished>> = None;
     let mut status: Option<u8> = None;
+    let mut finished: Option<Finished> = None;
     loop {
         tokio::select! {
             msg = read.wait() => match msg {
@@ -211,16 +240,30 @@ pub async fn serve(channel: russh::Channel<Msg>, ctx: SessionCtx) {
             }, if job.is_some() => {
                 job = None;
                 stdin_tx = None;
-                status = Some(r.unwrap_or_else(|e| {
-                    // A panic in the command: a session error, as upstream counts it.
-                    tracing::warn!(parent: &ctx.span, error = %e, "panic handling session");
-                    METRICS.session_errors_total.fetch_add(1, Ordering::Relaxed);
-                    ctx.conn_errors.mark();
-                    1
-                }));
+                match r {
+                    Ok(f) => {
+                        status = Some(f.status);
+                        finished = Some(f);
+                    }
+                    Err(e) => {
+                        // A panic in the command: a session error, as upstream counts it.
+                        tracing::warn!(parent: &ctx.span, error = %e, "panic handling session");
+                        METRICS.session_errors_total.fetch_add(1, Ordering::Relaxed);
+                        ctx.conn_errors.mark();
+                        status = Some(1);
+                    }
+                }
                 break;
             }
         }
+    }
+    // Recorded before the exit status goes out, so that it is there when the client then
+    // disconnects. A session cut before its command finished leaves nothing.
+    match finished {
+        Some(f) => ctx
+            .access
+            .session_ended(Some(f.status), f.written, f.granted),
+        None => ctx.access.session_ended(None, 0, None),
     }
     if let Some(code) = status {
         if code == 0 {
@@ -244,6 +287,15 @@ pub async fn serve(channel: russh::Channel<Msg>, ctx: SessionCtx) {
     METRICS.session_duration.observe(opened.elapsed());
 }
 
+/// What a command that ran to its end leaves.
+struct Finished {
+    status: u8,
+    /// Bytes it wrote to the client's stdout.
+    written: u64,
+    /// The project `/allowed` granted it.
+    granted: Option<crate::access::Meta>,
+}
+
 fn bytes_to_os(b: Vec<u8>) -> OsString {
     use std::os::unix::ffi::OsStringExt;
     OsString::from_vec(b)
@@ -256,18 +308,22 @@ fn start(
     command: OsString,
     git_protocol: &str,
     opened: Instant,
-) -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<u8>) {
+) -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<Finished>) {
     let (tx, rx) = mpsc::channel(STDIN_QUEUE);
     let rt = tokio::runtime::Handle::current();
+    let written = Arc::new(AtomicU64::new(0));
     let mut io = Io {
         stdin: Box::new(ChannelStdin {
             rx,
             current: Bytes::new(),
         }),
-        stdout: Box::new(ChannelOut {
-            rt: rt.clone(),
-            inner: Box::pin(write.make_writer()),
-            gone: gone.clone(),
+        stdout: Box::new(Counted {
+            inner: ChannelOut {
+                rt: rt.clone(),
+                inner: Box::pin(write.make_writer()),
+                gone: gone.clone(),
+            },
+            written: Arc::clone(&written),
         }),
         stderr: Box::new(ChannelOut {
             rt,
@@ -300,7 +356,13 @@ fn start(
     let git_protocol = git_protocol.to_owned();
     let span = ctx.span.clone();
     let h = tokio::task::spawn_blocking(move || {
-        span.in_scope(|| run_command(&ctx, command, &git_protocol, &mut io))
+        let (status, granted) =
+            span.in_scope(|| run_command(&ctx, command, &git_protocol, &mut io));
+        Finished {
+            status,
+            written: written.load(Ordering::Relaxed),
+            granted,
+        }
     });
     (tx, h)
 }
@@ -335,5 +397,18 @@ mod tests {
             assert_eq!(refusal(&env(git, "group"), &config), None, "{git}");
         }
         assert_eq!(refusal(&env("2fa_recovery_codes", ""), &config), None);
+    }
+
+    #[test]
+    fn stdout_bytes_are_counted() {
+        let written = Arc::new(AtomicU64::new(0));
+        let mut out = Counted {
+            inner: Vec::new(),
+            written: Arc::clone(&written),
+        };
+        out.write_all(b"Welcome to GitLab, @alice!\n")
+            .expect("write");
+        out.write_all(b"").expect("write");
+        assert_eq!(written.load(Ordering::Relaxed), 27);
     }
 }

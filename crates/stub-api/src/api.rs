@@ -344,6 +344,7 @@ fn allowed_success(fixture: &Fixture, project: &Project, actor: &Actor<'_>) -> R
         "status": true,
         "gl_repository": gl_repository,
         "gl_project_path": project.path,
+        "gl_project_id": project.id,
         "gl_id": actor.user.map(|u| format!("user-{}", u.id)).unwrap_or_default(),
         "git_config_options": git_config_options,
         "gitaly": {
@@ -369,6 +370,9 @@ fn allowed_success(fixture: &Fixture, project: &Project, actor: &Actor<'_>) -> R
         if let Some(key) = actor.key {
             map.insert("gl_key_type".to_owned(), json!("key"));
             map.insert("gl_key_id".to_owned(), json!(key.id));
+        }
+        if let Some(id) = project.root_namespace_id {
+            map.insert("gl_root_namespace_id".to_owned(), json!(id));
         }
         if let Some(policy) = &project.retry_config {
             map.insert("retry_config".to_owned(), policy.clone());

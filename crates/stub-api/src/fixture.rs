@@ -46,6 +46,7 @@
 //!     git_config_options: [a=b]             # default: Rails' uploadpack.allowFilter pair
 //!     console_messages: [hello]             # gl_console_messages on success
 //!     need_audit: false
+//!     root_namespace_id: 9                  # gl_root_namespace_id (default: not sent)
 //!     lfs_enabled: true
 //!     geo:                                  # answer /allowed with HTTP 300 (Geo secondary)
 //!       actions: [git-receive-pack]         # default: every action
@@ -345,6 +346,8 @@ pub struct Project {
     pub console_messages: Vec<String>,
     /// `need_audit` returned on success.
     pub need_audit: bool,
+    /// `gl_root_namespace_id` returned on success (not sent when absent).
+    pub root_namespace_id: Option<u64>,
     /// `retry_config` returned on success (a gRPC retry policy), when set.
     pub retry_config: Option<serde_json::Value>,
     /// Whether `/lfs_authenticate` works for this project (default true).

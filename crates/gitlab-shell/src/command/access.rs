@@ -24,5 +24,6 @@ pub fn verify(
     if !access.response.status {
         return Err(Error::Message(access.response.message.clone()));
     }
+    ctx.observer.access_granted(&access.response);
     Ok(access)
 }

@@ -465,6 +465,12 @@ mod command_tests {
                 .unwrap()
                 .push(format!("failed session_error={}", error.is_session_error()));
         }
+        fn access_granted(&self, response: &crate::api::allowed::Response) {
+            self.0.lock().unwrap().push(format!(
+                "granted {}",
+                response.gitaly.repository.gl_project_path
+            ));
+        }
     }
 
     fn observed(kit: &Kit, cmd: &str, namespace: &str) -> (u8, String, Vec<String>) {
@@ -499,6 +505,18 @@ mod command_tests {
                 "failed session_error=false",
             ]
         );
+    }
+
+    /// What `/allowed` granted reaches the observer before the command runs, even when the
+    /// Gitaly call then fails (no Gitaly here); a refusal reports nothing.
+    #[test]
+    fn the_observer_sees_the_access_granted() {
+        let kit = Kit::new("");
+        let (status, _, seen) = observed(&kit, "git-upload-pack group/repo.git", "");
+        assert_eq!(status, 1);
+        assert!(seen.contains(&"granted group/repo".to_owned()), "{seen:?}");
+        let (_, _, seen) = observed(&kit, "git-upload-pack nope/nope.git", "");
+        assert!(!seen.iter().any(|s| s.starts_with("granted")), "{seen:?}");
     }
 
     #[test]
