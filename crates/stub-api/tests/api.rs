@@ -316,6 +316,7 @@ fn allowed_success_has_every_field_gitlab_shell_reads() {
             "status": true,
             "gl_repository": "project-26",
             "gl_project_path": "group/private",
+            "gl_project_id": 26,
             "gl_id": "user-1",
             "gl_username": "alice",
             "gl_key_type": "key",
