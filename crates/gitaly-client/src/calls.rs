@@ -16,13 +16,14 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Runs the call on a fresh current-thread runtime (on its own thread, see [`output`]) after
-/// parsing the address; this thread writes the output. Each attempt dials afresh and runs
-/// `body`; a failed attempt is made again as the retry policy says, while it is not committed
-/// (see [`crate::retry`]).
+/// parsing the address; this thread writes the output. Each attempt dials afresh (or takes the
+/// pool's connection) and runs `body`; a failed attempt is made again as the retry policy says,
+/// while it is not committed (see [`crate::retry`]).
 ///
 /// Cancellation (`io.cancel`, also set by a failed write) drops the dial or the body mid-way and
 /// then the whole runtime: every task on it goes (the tonic call, whose HTTP/2 stream is reset,
@@ -45,23 +46,74 @@ where
 {
     let address = address::parse(&t.address)?;
     tally.started();
-    let result = run_parsed(&address, t, pool, io, body);
+    let (stdout, stderr, cancel, replay, stdin_error) = prepare(io);
+    let watched = cancel.clone();
+    let result = output::relay(stdout, stderr, &cancel, move |out| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Local(format!("failed to start the Gitaly client runtime: {e}")))?;
+        runtime.block_on(async {
+            tokio::select! {
+                biased;
+                () = watched.cancelled() => Err(Error::cancelled()),
+                result = attempts(&address, t, pool, &replay, &out, &body) => result,
+            }
+        })
+    })
+    .and_then(|value| stdin_checked(value, &stdin_error));
     tally.finish(&result);
     result
 }
 
-fn run_parsed<T, F, Fut>(
-    address: &address::Address,
+/// [`run`], except that with a pool (gitlab-sshd) the call is a task on the pool's runtime, the
+/// server's own, instead of a thread and a runtime of its own per call (docs/gitlab-sshd.md,
+/// "Memory"). Its pieces must then be owned and `Send`; the upload-pack call's are (tonic's
+/// bidi call futures cannot be shown `Send`, so pushes and archives keep [`run`]).
+fn run_spawnable<T, F, Fut>(
     t: &Target,
     pool: Option<&Pool>,
     io: Stdio<'_>,
+    tally: &Tally,
     body: F,
 ) -> Result<T, Error>
 where
-    T: Send,
-    F: Fn(Connection, AttemptStdin, Output, Committed) -> Fut + Send,
-    Fut: Future<Output = Result<T, Error>>,
+    T: Send + 'static,
+    F: Fn(Connection, AttemptStdin, Output, Committed) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, Error>> + Send + 'static,
 {
+    let Some(pool) = pool else {
+        return run(t, None, io, tally, body);
+    };
+    let address = address::parse(&t.address)?;
+    tally.started();
+    let (stdout, stderr, cancel, replay, stdin_error) = prepare(io);
+    let watched = cancel.clone();
+    let (t, owned_pool) = (t.clone(), pool.clone());
+    let call = move |out: Output| async move {
+        tokio::select! {
+            biased;
+            () = watched.cancelled() => Err(Error::cancelled()),
+            result = attempts(&address, &t, Some(&owned_pool), &replay, &out, &body) => result,
+        }
+    };
+    let result = output::relay_spawned(stdout, stderr, &cancel, pool.runtime(), call)
+        .and_then(|value| stdin_checked(value, &stdin_error));
+    tally.finish(&result);
+    result
+}
+
+type Prepared<'a> = (
+    &'a mut (dyn std::io::Write + Send),
+    &'a mut (dyn std::io::Write + Send),
+    tokio_util::sync::CancellationToken,
+    Replay,
+    stdin::StdinError,
+);
+
+/// Starts the stdin reader of a call: its output ends, its cancel token, the replayable stdin
+/// and the reader's error cell.
+fn prepare(io: Stdio<'_>) -> Prepared<'_> {
     let Stdio {
         stdin,
         stdout,
@@ -71,24 +123,15 @@ where
     let (tx, rx) = mpsc::channel(stdin::CHANNEL_DEPTH);
     let stdin_error = stdin::spawn(stdin, tx, |chunk| chunk);
     let replay = Replay::new(rx, stdin_error.clone());
-    let watched = cancel.clone();
-    output::relay(stdout, stderr, &cancel, move |out| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Local(format!("failed to start the Gitaly client runtime: {e}")))?;
-        runtime.block_on(async {
-            tokio::select! {
-                biased;
-                () = watched.cancelled() => Err(Error::cancelled()),
-                result = attempts(address, t, pool, &replay, &out, &body) => result,
-            }
-        })
-    })
-    .and_then(|value| match stdin_error.get() {
+    (stdout, stderr, cancel.clone(), replay, stdin_error)
+}
+
+/// A call that succeeded still fails if reading its stdin did.
+fn stdin_checked<T>(value: T, stdin_error: &stdin::StdinError) -> Result<T, Error> {
+    match stdin_error.get() {
         Some(e) => Err(Error::Stdin(e)),
         None => Ok(value),
-    })
+    }
 }
 
 /// Makes the call's attempts: dial, `body`, and on a failure the policy retries, the backoff
@@ -307,10 +350,11 @@ pub(crate) fn receive_pack_via(
     io: Stdio,
 ) -> Result<Option<i32>, Error> {
     let tally = tally_for(pool, &observe::RECEIVE_PACK);
-    run(t, pool, io, &tally, |conn, stdin, out, committed| {
+    let (owned_t, owned_m, attempt_tally) = (t.clone(), m.clone(), tally.clone());
+    run(t, pool, io, &tally, move |conn, stdin, out, committed| {
         bidi(
             conn,
-            request_with_meta(r.clone(), t, m, "git-receive-pack", None),
+            request_with_meta(r.clone(), &owned_t, &owned_m, "git-receive-pack", None),
             |stdin| proto::SshReceivePackRequest {
                 stdin,
                 ..Default::default()
@@ -319,7 +363,7 @@ pub(crate) fn receive_pack_via(
                 stdin,
                 out,
                 committed,
-                tally: tally.clone(),
+                tally: attempt_tally.clone(),
             },
             |mut client, req| async move { client.ssh_receive_pack(req).await },
         )
@@ -343,10 +387,11 @@ pub(crate) fn upload_archive_via(
     io: Stdio,
 ) -> Result<Option<i32>, Error> {
     let tally = tally_for(pool, &observe::UPLOAD_ARCHIVE);
-    run(t, pool, io, &tally, |conn, stdin, out, committed| {
+    let (owned_t, owned_m, attempt_tally) = (t.clone(), m.clone(), tally.clone());
+    run(t, pool, io, &tally, move |conn, stdin, out, committed| {
         bidi(
             conn,
-            request_with_meta(r.clone(), t, m, "git-upload-archive", None),
+            request_with_meta(r.clone(), &owned_t, &owned_m, "git-upload-archive", None),
             |stdin| proto::SshUploadArchiveRequest {
                 stdin,
                 ..Default::default()
@@ -355,7 +400,7 @@ pub(crate) fn upload_archive_via(
                 stdin,
                 out,
                 committed,
-                tally: tally.clone(),
+                tally: attempt_tally.clone(),
             },
             |mut client, req| async move { client.ssh_upload_archive(req).await },
         )
@@ -382,20 +427,18 @@ pub(crate) fn upload_pack_via(
     io: Stdio,
 ) -> Result<Option<proto::PackfileNegotiationStatistics>, Error> {
     // The sidechannel is outside gRPC: the attempt is committed by the output it carries.
-    let r = &r;
     let tally = tally_for(pool, &observe::UPLOAD_PACK);
-    run(
-        t,
-        pool,
-        io,
-        &tally,
-        |conn, stdin, out, _committed| async move {
-            let (id, mut waiter) = conn.registry.register();
-            let request = request_with_meta(r.clone(), t, m, "git-upload-pack", Some(id));
-
+    let (owned_t, owned_m) = (t.clone(), m.clone());
+    run_spawnable(t, pool, io, &tally, move |conn, stdin, out, _committed| {
+        let (id, mut waiter) = conn.registry.register();
+        let request = request_with_meta(r.clone(), &owned_t, &owned_m, "git-upload-pack", Some(id));
+        async move {
             let mut client = SshServiceClient::new(conn.channel);
-            let mut rpc =
-                tokio::spawn(async move { client.ssh_upload_pack_with_sidechannel(request).await });
+            // Aborted if the call is dropped (cancelled): on gitlab-sshd's shared runtime a
+            // detached task would keep the RPC open.
+            let mut rpc = AbortOnDropHandle::new(tokio::spawn(async move {
+                client.ssh_upload_pack_with_sidechannel(request).await
+            }));
             let rpc_result = |joined: Result<
                 Result<Response<proto::SshUploadPackWithSidechannelResponse>, Status>,
                 tokio::task::JoinError,
@@ -434,8 +477,8 @@ pub(crate) fn upload_pack_via(
                 }
                 joined = &mut rpc => finish_proxy(proxy, rpc_result(joined)).await,
             }
-        },
-    )
+        }
+    })
 }
 
 /// How long a failed call still relays what the sidechannel carries (git's stderr, sent before
@@ -467,7 +510,7 @@ async fn proxy(
     let stdin_error = stdin.error();
     let (mut reader, mut writer) = tokio::io::split(stream);
     let writer_error = stdin_error.clone();
-    let mut writer_task = tokio::spawn(async move {
+    let mut writer_task = AbortOnDropHandle::new(tokio::spawn(async move {
         let mut frames = Vec::with_capacity(stdin::STDIN_CHUNK + 16);
         while let Some(chunk) = stdin.next().await {
             frames.clear();
@@ -481,7 +524,7 @@ async fn proxy(
             writer.flush().await?;
         }
         Ok::<_, std::io::Error>(writer)
-    });
+    }));
 
     let demuxed = demux_stream(&mut reader, &out).await;
 
@@ -501,60 +544,63 @@ async fn proxy(
     }
 }
 
-/// Bytes asked of the sidechannel per read (it hands over whatever yamux has buffered).
+/// Bytes asked of the sidechannel per read (it hands over whatever yamux has buffered). Below
+/// the allocator's mmap threshold (gitlab-sshd's `alloc`), so each read's output chunk comes
+/// from, and goes back to, the heap.
 const DEMUX_READ: usize = 32 * 1024;
 
-/// Reads side-band packets until a clean EOF between packets. Reads are large and every read's
-/// complete stdout packets go out as one chunk, so the writing thread sees few, big writes; a
-/// stderr packet first sends the stdout before it, so the order across both streams is kept.
+/// Reads side-band packets until a clean EOF between packets. Each read's stdout data goes out
+/// as one chunk, so the writing thread sees few, big writes; stderr data first sends the stdout
+/// before it, so the order across both streams is kept. Packets may span reads
+/// ([`sidechannel::Demuxer`]): memory per call is one read buffer, not the largest packet.
 async fn demux_stream<R: AsyncRead + Unpin>(reader: &mut R, out: &Output) -> Result<(), Error> {
     let io_error = |e: std::io::Error| Error::Sidechannel(format!("sidechannel: {e}"));
-    // One partial packet carried over plus one read.
-    let mut buf = vec![0u8; sidechannel::MAX_PKT_LEN + DEMUX_READ];
-    let mut filled = 0;
+    let framing = |e: FramingError| Error::Sidechannel(e.to_string());
+    let mut buf = vec![0u8; DEMUX_READ];
+    let mut demuxer = sidechannel::Demuxer::default();
     loop {
-        let n = reader.read(&mut buf[filled..]).await.map_err(io_error)?;
+        let n = reader.read(&mut buf).await.map_err(io_error)?;
         if n == 0 {
-            return if filled == 0 {
+            return if demuxer.at_boundary() {
                 Ok(())
             } else {
                 Err(Error::Sidechannel(FramingError::Truncated.to_string()))
             };
         }
-        filled += n;
-        let mut stdout = Vec::with_capacity(filled);
-        let parsed = demux_packets(&buf[..filled], &mut stdout, out).await;
+        let mut input = &buf[..n];
+        let mut stdout = Vec::new();
+        let mut failed = None;
+        while !input.is_empty() {
+            let (used, piece) = match demuxer.feed(input) {
+                Ok(fed) => fed,
+                Err(e) => {
+                    failed = Some(framing(e));
+                    break;
+                }
+            };
+            input = &input[used..];
+            match piece {
+                Some(Band::Stdout(data)) => {
+                    if stdout.capacity() == 0 {
+                        stdout.reserve_exact(n);
+                    }
+                    stdout.extend_from_slice(data);
+                }
+                Some(Band::Stderr(data)) => {
+                    if !stdout.is_empty() {
+                        out.stdout(std::mem::take(&mut stdout)).await?;
+                    }
+                    out.stderr(data.to_vec()).await?;
+                }
+                None => {}
+            }
+        }
+        // What came before a framing error still reaches the user, as git would show it.
         if !stdout.is_empty() {
             out.stdout(stdout).await?;
         }
-        let used = parsed?;
-        buf.copy_within(used..filled, 0);
-        filled -= used;
-    }
-}
-
-/// Demultiplexes the complete packets at the start of `wire`: stdout data is appended to
-/// `stdout`, stderr data is sent (after the pending stdout). Returns the bytes consumed.
-async fn demux_packets(wire: &[u8], stdout: &mut Vec<u8>, out: &Output) -> Result<usize, Error> {
-    let framing = |e: FramingError| Error::Sidechannel(e.to_string());
-    let mut pos = 0;
-    while let Some(header) = wire.get(pos..pos + 4) {
-        let mut raw = [0u8; 4];
-        raw.copy_from_slice(header);
-        let len = sidechannel::parse_packet_header(raw).map_err(framing)?;
-        let Some(body) = wire.get(pos + 4..pos + 4 + len) else {
-            break;
-        };
-        match sidechannel::demux(body).map_err(framing)? {
-            Band::Stdout(data) => stdout.extend_from_slice(data),
-            Band::Stderr(data) => {
-                if !stdout.is_empty() {
-                    out.stdout(std::mem::take(stdout)).await?;
-                }
-                out.stderr(data.to_vec()).await?;
-            }
+        if let Some(e) = failed {
+            return Err(e);
         }
-        pos += 4 + len;
     }
-    Ok(pos)
 }

@@ -6,8 +6,9 @@
 //! attaches the metadata of gitaly.md §3.2 ([`metadata`], [`auth`]) and maps a failing status
 //! to GitLab Shell's message ([`Error`]). A long-running caller reuses connections across calls
 //! through a [`Pool`] ([`pool`]). Callers stay synchronous: the runtime runs on a
-//! scoped helper thread while the calling thread writes git's output, so the calls must not be
-//! made from inside an async runtime.
+//! scoped helper thread (a pooled upload-pack runs on the pool's runtime instead) while the
+//! calling thread writes git's output, so the calls must not be made from inside an async
+//! runtime.
 
 pub use gitaly_proto as proto;
 pub use observe::{Rpc, RpcObserver, RpcType};

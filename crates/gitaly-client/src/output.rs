@@ -12,6 +12,7 @@
 //! sidechannel window nobody reads). See docs/architecture.md, "Cancellation".
 
 use crate::Error;
+use std::future::Future;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,13 +39,19 @@ pub(crate) struct Output {
 
 impl Output {
     /// Queues git's stdout bytes (never empty ones).
-    pub(crate) async fn stdout(&self, data: Vec<u8>) -> Result<(), Error> {
-        self.send(Chunk::Stdout(data)).await
+    pub(crate) fn stdout(
+        &self,
+        data: Vec<u8>,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        self.send(Chunk::Stdout(data))
     }
 
     /// Queues git's stderr bytes (never empty ones).
-    pub(crate) async fn stderr(&self, data: Vec<u8>) -> Result<(), Error> {
-        self.send(Chunk::Stderr(data)).await
+    pub(crate) fn stderr(
+        &self,
+        data: Vec<u8>,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        self.send(Chunk::Stderr(data))
     }
 
     /// Whether any byte has been queued for the user (it may already have been written).
@@ -52,19 +59,25 @@ impl Output {
         self.started.load(Ordering::Acquire)
     }
 
-    async fn send(&self, chunk: Chunk) -> Result<(), Error> {
+    /// The returned future does not borrow `self`: futures that hold it across an await stay
+    /// `Send` for any lifetime, which a call spawned on gitlab-sshd's runtime needs.
+    fn send(&self, chunk: Chunk) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let empty = match &chunk {
             Chunk::Stdout(d) | Chunk::Stderr(d) => d.is_empty(),
         };
-        if empty {
-            return Ok(());
+        let tx = (!empty).then(|| {
+            self.started.store(true, Ordering::Release);
+            self.tx.clone()
+        });
+        async move {
+            let Some(tx) = tx else {
+                return Ok(());
+            };
+            // The writer only goes away after a write error, which the caller reports instead.
+            tx.send(chunk)
+                .await
+                .map_err(|_| Error::Local("output closed".to_owned()))
         }
-        self.started.store(true, Ordering::Release);
-        // The writer only goes away after a write error, which the caller reports instead.
-        self.tx
-            .send(chunk)
-            .await
-            .map_err(|_| Error::Local("output closed".to_owned()))
     }
 }
 
@@ -92,38 +105,7 @@ where
                 })
             })
             .map_err(|e| Error::Local(format!("failed to start the Gitaly call thread: {e}")))?;
-        let mut write_error = None;
-        let (mut stdout_dirty, mut stderr_dirty) = (false, false);
-        while let Some(chunk) = rx.blocking_recv() {
-            let written = match chunk {
-                Chunk::Stdout(data) => {
-                    stdout_dirty = true;
-                    stdout.write_all(&data)
-                }
-                Chunk::Stderr(data) => {
-                    stderr_dirty = true;
-                    stderr.write_all(&data)
-                }
-            };
-            // Flush once the queue is drained, so interactive negotiation is never held back.
-            let flushed = written.and_then(|()| {
-                if !rx.is_empty() {
-                    return Ok(());
-                }
-                if std::mem::take(&mut stderr_dirty) {
-                    stderr.flush()?;
-                }
-                if std::mem::take(&mut stdout_dirty) {
-                    stdout.flush()?;
-                }
-                Ok(())
-            });
-            if let Err(e) = flushed {
-                write_error = Some(e);
-                cancel.cancel();
-                break;
-            }
-        }
+        let write_error = pump(&mut rx, stdout, stderr, cancel);
         drop(rx);
         let result = handle
             .join()
@@ -133,6 +115,81 @@ where
             None => result,
         }
     })
+}
+
+/// [`relay`] for a long-running server (gitlab-sshd): the call runs as a task on `runtime`,
+/// the server's own, instead of on a thread and runtime of its own, which cost every session
+/// a thread stack and a runtime's driver for as long as the call ran (docs/gitlab-sshd.md,
+/// "Memory"). The calling thread must not be a runtime worker (gitlab-sshd runs commands on
+/// its blocking threads). A write error cancels `cancel`, as in [`relay`]; the task is
+/// aborted if it is still running when this returns.
+pub(crate) fn relay_spawned<T, F, Fut>(
+    stdout: &mut (dyn Write + Send),
+    stderr: &mut (dyn Write + Send),
+    cancel: &CancellationToken,
+    runtime: &tokio::runtime::Handle,
+    call: F,
+) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: FnOnce(Output) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>> + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel(DEPTH);
+    let task = tokio_util::task::AbortOnDropHandle::new(runtime.spawn(call(Output {
+        tx,
+        started: Arc::default(),
+    })));
+    let write_error = pump(&mut rx, stdout, stderr, cancel);
+    drop(rx);
+    let result = runtime
+        .block_on(task)
+        .unwrap_or_else(|e| Err(Error::Local(format!("the Gitaly call task failed: {e}"))));
+    match write_error {
+        Some(e) => Err(Error::Local(e.to_string())),
+        None => result,
+    }
+}
+
+/// Writes the queued chunks in order until the call drops its [`Output`]; on a failed write,
+/// cancels `cancel` and returns the error.
+fn pump(
+    rx: &mut mpsc::Receiver<Chunk>,
+    stdout: &mut (dyn Write + Send),
+    stderr: &mut (dyn Write + Send),
+    cancel: &CancellationToken,
+) -> Option<std::io::Error> {
+    let (mut stdout_dirty, mut stderr_dirty) = (false, false);
+    while let Some(chunk) = rx.blocking_recv() {
+        let written = match chunk {
+            Chunk::Stdout(data) => {
+                stdout_dirty = true;
+                stdout.write_all(&data)
+            }
+            Chunk::Stderr(data) => {
+                stderr_dirty = true;
+                stderr.write_all(&data)
+            }
+        };
+        // Flush once the queue is drained, so interactive negotiation is never held back.
+        let flushed = written.and_then(|()| {
+            if !rx.is_empty() {
+                return Ok(());
+            }
+            if std::mem::take(&mut stderr_dirty) {
+                stderr.flush()?;
+            }
+            if std::mem::take(&mut stdout_dirty) {
+                stdout.flush()?;
+            }
+            Ok(())
+        });
+        if let Err(e) = flushed {
+            cancel.cancel();
+            return Some(e);
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -4,10 +4,11 @@
 //! classic one-call-per-process binaries do not need it and use the plain functions of the
 //! crate root.
 //!
-//! Each call still runs on its own runtime (see [`crate::output`]); only the connection — the
-//! yamux session, its HTTP/2 connection and the sidechannel acceptor — lives on the pool's
-//! runtime. A call that ends early drops its RPC (the HTTP/2 stream is reset, so Gitaly cancels
-//! it) and leaves the connection to the next one. A connection whose session has ended (Gitaly
+//! The connection — the yamux session, its HTTP/2 connection and the sidechannel acceptor —
+//! lives on the pool's runtime, and so does an upload-pack call made through the pool (no
+//! thread or runtime per call; pushes and archives still run on their own, see
+//! [`crate::output`]). A call that ends early drops its RPC (its tasks are aborted, the HTTP/2
+//! stream is reset, so Gitaly cancels it) and leaves the connection to the next one. A connection whose session has ended (Gitaly
 //! restarted, the socket broke) is dropped from the cache and the next call dials afresh; so is
 //! one whose call failed as `Unavailable`.
 
@@ -89,6 +90,11 @@ impl Pool {
     /// The observer of this pool's calls, if any.
     pub(crate) fn observer(&self) -> Option<Arc<dyn RpcObserver>> {
         self.inner.observer.clone()
+    }
+
+    /// The runtime the pool's connections, and gitlab-sshd's calls, run on.
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.inner.runtime
     }
 
     /// Connections currently cached (tests, diagnostics).

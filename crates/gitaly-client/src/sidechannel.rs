@@ -158,6 +158,90 @@ pub fn demux_all(mut wire: &[u8]) -> Result<Vec<Band<'_>>, FramingError> {
     Ok(out)
 }
 
+/// Where an incremental demultiplexer is inside the server → client stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DemuxState {
+    /// Reading a packet header; so many of its 4 bytes are in.
+    Header(usize),
+    /// The header said so many body bytes follow; the band byte is next.
+    Band(usize),
+    /// Inside the data of a packet of this band; so many bytes left.
+    Data(u8, usize),
+}
+
+/// Demultiplexes the server → client side-band stream as it arrives, whatever the read sizes:
+/// a packet may span reads, and its data is handed on piece by piece, so the reader needs no
+/// buffer the size of the largest packet (65520 bytes).
+#[derive(Debug, Clone)]
+pub struct Demuxer {
+    state: DemuxState,
+    header: [u8; 4],
+}
+
+impl Default for Demuxer {
+    fn default() -> Self {
+        Demuxer {
+            state: DemuxState::Header(0),
+            header: [0; 4],
+        }
+    }
+}
+
+impl Demuxer {
+    /// Takes what it can from the start of `input`: the bytes consumed (at least 1 when
+    /// `input` is not empty) and a piece of payload, if those bytes carried one.
+    ///
+    /// # Errors
+    /// A bad header or band, as [`parse_packet_header`] and [`demux`] report them.
+    pub fn feed<'a>(&mut self, input: &'a [u8]) -> Result<(usize, Option<Band<'a>>), FramingError> {
+        match self.state {
+            DemuxState::Header(have) => {
+                let take = (4 - have).min(input.len());
+                self.header[have..have + take].copy_from_slice(&input[..take]);
+                self.state = if have + take == 4 {
+                    DemuxState::Band(parse_packet_header(self.header)?)
+                } else {
+                    DemuxState::Header(have + take)
+                };
+                Ok((take, None))
+            }
+            DemuxState::Band(len) => {
+                let Some(&band) = input.first() else {
+                    return Ok((0, None));
+                };
+                if band != 1 && band != 2 {
+                    return Err(FramingError::UnexpectedBand(band));
+                }
+                self.state = match len - 1 {
+                    0 => DemuxState::Header(0),
+                    left => DemuxState::Data(band, left),
+                };
+                Ok((1, None))
+            }
+            DemuxState::Data(band, left) => {
+                let take = left.min(input.len());
+                let data = &input[..take];
+                self.state = match left - take {
+                    0 => DemuxState::Header(0),
+                    left => DemuxState::Data(band, left),
+                };
+                let piece = if band == 1 {
+                    Band::Stdout(data)
+                } else {
+                    Band::Stderr(data)
+                };
+                Ok((take, (take > 0).then_some(piece)))
+            }
+        }
+    }
+
+    /// Whether the stream may end here (between packets).
+    #[must_use]
+    pub fn at_boundary(&self) -> bool {
+        self.state == DemuxState::Header(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,5 +344,76 @@ mod tests {
             FramingError::BadLength(0).to_string(),
             "invalid side-band packet length: 0000"
         );
+    }
+
+    /// Runs `wire` through a [`Demuxer`] in reads of `step` bytes: stdout, stderr, and whether
+    /// it ended between packets.
+    fn demux_in_steps(wire: &[u8], step: usize) -> Result<(Vec<u8>, Vec<u8>, bool), FramingError> {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut d = Demuxer::default();
+        for mut read in wire.chunks(step) {
+            while !read.is_empty() {
+                let (used, piece) = d.feed(read)?;
+                assert!(used > 0, "progress on every call");
+                match piece {
+                    Some(Band::Stdout(b)) => out.extend_from_slice(b),
+                    Some(Band::Stderr(b)) => err.extend_from_slice(b),
+                    None => {}
+                }
+                read = &read[used..];
+            }
+        }
+        Ok((out, err, d.at_boundary()))
+    }
+
+    #[test]
+    fn the_incremental_demuxer_gives_the_same_bytes_whatever_the_read_sizes() {
+        let mut wire = Vec::new();
+        let big = vec![7u8; MAX_PKT_LEN - 5];
+        for (band, data) in [
+            (1u8, &b"abc"[..]),
+            (2, &b"progress\r"[..]),
+            (1, &big[..]),
+            (1, &b""[..]),
+            (2, &b"x"[..]),
+        ] {
+            wire.extend_from_slice(format!("{:04x}", data.len() + 5).as_bytes());
+            wire.push(band);
+            wire.extend_from_slice(data);
+        }
+        let (mut want_out, mut want_err) = (Vec::new(), Vec::new());
+        for band in demux_all(&wire).expect("valid") {
+            match band {
+                Band::Stdout(b) => want_out.extend_from_slice(b),
+                Band::Stderr(b) => want_err.extend_from_slice(b),
+            }
+        }
+        for step in [1, 2, 3, 4, 5, 7, 4096, 32 * 1024, wire.len()] {
+            let (out, err, boundary) = demux_in_steps(&wire, step).expect("valid");
+            assert_eq!(out, want_out, "step {step}");
+            assert_eq!(err, want_err, "step {step}");
+            assert!(boundary, "step {step}");
+        }
+        // Cut inside a header, at the band byte and inside the data: not at a boundary.
+        for cut in [2, 4, 6] {
+            let (_, _, boundary) = demux_in_steps(&wire[..cut], 1).expect("valid so far");
+            assert!(!boundary, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn the_incremental_demuxer_refuses_what_demux_all_refuses() {
+        assert_eq!(
+            demux_in_steps(b"0006\x03ab", 1).map(|_| ()),
+            Err(FramingError::UnexpectedBand(3))
+        );
+        assert_eq!(
+            demux_in_steps(b"0004", 2).map(|_| ()),
+            Err(FramingError::BadLength(4))
+        );
+        assert!(matches!(
+            demux_in_steps(b"zz06\x01ab", 3),
+            Err(FramingError::InvalidLength(_))
+        ));
     }
 }

@@ -1847,3 +1847,75 @@ fn an_observed_pool_counts_calls_and_messages_like_the_go_interceptors() {
     assert_eq!(counts.get("SSHReceivePack sent"), 1 + chunks);
     assert_eq!(counts.get("SSHReceivePack handled Unavailable"), 1);
 }
+
+/// A writer that notes the pool runtime's live task count at its first write (while the call
+/// is still running: the RPC has not answered before its sidechannel output is read).
+struct NotingTasks {
+    handle: tokio::runtime::Handle,
+    seen: Option<usize>,
+    out: Vec<u8>,
+}
+
+impl Write for NotingTasks {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.seen.is_none() {
+            self.seen = Some(self.handle.metrics().num_alive_tasks());
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// With a pool (gitlab-sshd), an upload-pack call runs as tasks on the pool's runtime — the
+/// call, its RPC and its stdin writer — instead of on a thread and a runtime of its own.
+/// See: docs/gitlab-sshd.md, "Memory".
+#[test]
+fn a_pooled_upload_pack_runs_on_the_pools_runtime() {
+    let server = TestGitaly::start(Listen::Unix, Some(TOKEN));
+    let runtime = PoolRuntime::start();
+    let pool = gitaly_client::Pool::new(runtime.handle.clone(), Box::new(|_| {}));
+    let target = server.target();
+    // The first call dials; the connection's own tasks stay.
+    let (result, _) = pooled_upload_pack(&pool, &target);
+    result.unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let idle = runtime.handle.metrics().num_alive_tasks();
+
+    let mut stdout = NotingTasks {
+        handle: runtime.handle.clone(),
+        seen: None,
+        out: Vec::new(),
+    };
+    let mut stderr = Vec::new();
+    let request = proto::SshUploadPackWithSidechannelRequest {
+        repository: repo("hello"),
+        git_protocol: "version=2".into(),
+        git_config_options: vec![],
+    };
+    let io = Stdio {
+        stdin: Box::new(Cursor::new(Vec::new())),
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+        cancel: gitaly_client::CancellationToken::new(),
+    };
+    pool.upload_pack(&target, &call_meta(), request, io)
+        .unwrap();
+    assert_eq!(stdout.out, b"hello world");
+    let during = stdout.seen.expect("written");
+    assert!(
+        during >= idle + 2,
+        "the call's tasks run on the pool's runtime: {idle} tasks idle, {during} during the call"
+    );
+    // And none is left behind.
+    let started = std::time::Instant::now();
+    while runtime.handle.metrics().num_alive_tasks() > idle {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the call's tasks ended"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

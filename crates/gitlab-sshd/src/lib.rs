@@ -16,6 +16,7 @@ pub mod env;
 pub mod logging;
 pub mod metrics;
 pub mod monitoring;
+pub mod outflow;
 pub mod proxy;
 pub mod server;
 pub mod session;

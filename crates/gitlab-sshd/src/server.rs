@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::metrics::{ConnErrors, METRICS, SessionObserver};
+use crate::outflow::Metered;
 use crate::proxy;
 use crate::session::{self, SessionCtx};
 
@@ -373,6 +374,7 @@ impl Shared {
             tracing::info_span!("conn", correlation_id = %correlation_id, remote_addr = %remote);
         let conn_token = self.cut.child_token();
         let access = Arc::new(crate::access::Last::default());
+        let outflow = Arc::new(crate::outflow::Outflow::default());
         let (auth_tx, auth_rx) = oneshot::channel();
         let handler = Conn {
             shared: Arc::clone(&self),
@@ -390,8 +392,9 @@ impl Shared {
             counted: false,
             conn_errors: ConnErrors::new(),
             access: Arc::clone(&access),
+            outflow: Arc::clone(&outflow),
         };
-        let stream = proxy::Prefixed::new(leftover, stream);
+        let stream = Metered::new(proxy::Prefixed::new(leftover, stream), outflow);
         let started = Instant::now();
         async move {
             tracing::info!("server: handleConn: start");
@@ -441,7 +444,7 @@ impl Shared {
 
 async fn run_connection(
     shared: &Arc<Shared>,
-    stream: proxy::Prefixed<TcpStream>,
+    stream: Metered<proxy::Prefixed<TcpStream>>,
     handler: Conn,
     mut auth_rx: oneshot::Receiver<()>,
     deadline: Option<tokio::time::Instant>,
@@ -536,6 +539,8 @@ pub struct Conn {
     conn_errors: Arc<ConnErrors>,
     /// The outcome of its last session, for the `access: finish` line.
     access: Arc<crate::access::Last>,
+    /// Its output in the SSH layer, bounded (docs/gitlab-sshd.md, "Memory").
+    outflow: Arc<crate::outflow::Outflow>,
 }
 
 impl Drop for Conn {
@@ -860,6 +865,7 @@ impl russh::server::Handler for Conn {
             open_sessions: Arc::clone(&self.open_sessions),
             span: self.span.clone(),
             access: Arc::clone(&self.access),
+            outflow: Arc::clone(&self.outflow),
         };
         tokio::spawn(session::serve(channel, ctx));
         Ok(())

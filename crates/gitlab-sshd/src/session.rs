@@ -58,6 +58,8 @@ pub struct SessionCtx {
     pub span: tracing::Span,
     /// The outcome of the connection's last session, for its `access: finish` line.
     pub access: Arc<crate::access::Last>,
+    /// The connection's output in the SSH layer, which writes wait on.
+    pub outflow: Arc<crate::outflow::Outflow>,
 }
 
 /// The command's stdin: client data from the channel, EOF when the client sends EOF or closes.
@@ -80,12 +82,13 @@ impl Read for ChannelStdin {
     }
 }
 
-/// The command's stdout or stderr: writes wait for the SSH window, and fail once the channel
-/// is gone.
+/// The command's stdout or stderr: writes wait for room in the connection's output
+/// ([`crate::outflow`]) and for the SSH window, and fail once the channel is gone.
 struct ChannelOut {
     rt: tokio::runtime::Handle,
     inner: std::pin::Pin<Box<dyn AsyncWrite + Send>>,
     gone: CancellationToken,
+    outflow: Arc<crate::outflow::Outflow>,
 }
 
 impl Write for ChannelOut {
@@ -95,11 +98,17 @@ impl Write for ChannelOut {
         }
         let gone = self.gone.clone();
         let inner = &mut self.inner;
+        let outflow = &self.outflow;
         self.rt.block_on(async move {
             tokio::select! {
                 biased;
                 () = gone.cancelled() => Err(io::Error::new(io::ErrorKind::BrokenPipe, "channel closed")),
-                r = inner.write(buf) => r,
+                r = async {
+                    outflow.room().await;
+                    let n = inner.write(buf).await?;
+                    outflow.handed(n);
+                    Ok(n)
+                } => r,
             }
         })
     }
@@ -322,6 +331,7 @@ fn start(
                 rt: rt.clone(),
                 inner: Box::pin(write.make_writer()),
                 gone: gone.clone(),
+                outflow: Arc::clone(&ctx.outflow),
             },
             written: Arc::clone(&written),
         }),
@@ -329,6 +339,7 @@ fn start(
             rt,
             inner: Box::pin(write.make_writer_ext(Some(1))),
             gone: gone.clone(),
+            outflow: Arc::clone(&ctx.outflow),
         }),
         // The channel closing cancels a running Gitaly call (docs/architecture.md,
         // "Cancellation"), as a classic session ends when sshd closes its pipes.
