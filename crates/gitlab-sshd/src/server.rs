@@ -305,10 +305,12 @@ impl Shared {
         METRICS
             .in_flight_connections
             .fetch_add(1, Ordering::Relaxed);
+        crate::alloc::activity();
         let _in_flight = scopeguard(|| {
             METRICS
                 .in_flight_connections
                 .fetch_sub(1, Ordering::Relaxed);
+            crate::alloc::activity();
         });
         let permit = match &self.unauthenticated {
             None => None,
