@@ -53,11 +53,13 @@ pub fn activity() {
 
 /// How often [`trim_when_quiet`] looks at [`ACTIVITY`].
 const TICK: std::time::Duration = std::time::Duration::from_secs(1);
-/// Ticks without a connection starting or ending before free heap is given back.
+/// Ticks without a connection starting or ending (or in its handshake) before free heap is
+/// given back.
 const QUIET_TICKS: u32 = 2;
 
 /// When to give free heap back to the system: once the server has been quiet (no connection
-/// started or ended) for [`QUIET_TICKS`] ticks after some activity, and once per such pause.
+/// started or ended, none in its handshake) for [`QUIET_TICKS`] ticks after some activity, and
+/// once per such pause.
 /// The heap that a burst of handshakes, API calls and sessions freed stays mapped otherwise:
 /// glibc gives back only what is free at the top of the heap, not the free pages between the
 /// allocations that live on (docs/gitlab-sshd.md, "Memory").
@@ -70,8 +72,10 @@ pub struct Trimmer {
 
 impl Trimmer {
     /// One tick with the activity count so far; true when it is time to trim.
-    pub fn tick(&mut self, activity: u64) -> bool {
-        if activity != self.seen {
+    /// `handshaking`: connections are in their handshake or login (a burst is going on, and
+    /// trimming would only slow it down).
+    pub fn tick(&mut self, activity: u64, handshaking: bool) -> bool {
+        if activity != self.seen || handshaking {
             self.seen = activity;
             self.quiet = 0;
             self.pending = true;
@@ -97,7 +101,14 @@ pub async fn trim_when_quiet() {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if trimmer.tick(ACTIVITY.load(std::sync::atomic::Ordering::Relaxed)) {
+        let handshaking = crate::metrics::METRICS
+            .unauthenticated_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0;
+        if trimmer.tick(
+            ACTIVITY.load(std::sync::atomic::Ordering::Relaxed),
+            handshaking,
+        ) {
             trim();
         }
     }
@@ -129,31 +140,44 @@ mod tests {
     fn trims_once_after_a_quiet_pause_that_follows_activity() {
         let mut t = Trimmer::default();
         // Nothing happened yet: never.
-        assert!(!t.tick(0));
-        assert!(!t.tick(0));
-        assert!(!t.tick(0));
+        assert!(!t.tick(0, false));
+        assert!(!t.tick(0, false));
+        assert!(!t.tick(0, false));
         // A burst of connections: not while it goes on.
-        assert!(!t.tick(10));
-        assert!(!t.tick(50));
+        assert!(!t.tick(10, false));
+        assert!(!t.tick(50, false));
         // Quiet: after QUIET_TICKS ticks, once.
-        assert!(!t.tick(50));
-        assert!(t.tick(50));
-        assert!(!t.tick(50));
-        assert!(!t.tick(50));
+        assert!(!t.tick(50, false));
+        assert!(t.tick(50, false));
+        assert!(!t.tick(50, false));
+        assert!(!t.tick(50, false));
         // The next burst and pause: once more.
-        assert!(!t.tick(51));
-        assert!(!t.tick(51));
-        assert!(t.tick(51));
-        assert!(!t.tick(51));
+        assert!(!t.tick(51, false));
+        assert!(!t.tick(51, false));
+        assert!(t.tick(51, false));
+        assert!(!t.tick(51, false));
     }
 
     #[test]
     fn activity_during_the_pause_restarts_it() {
         let mut t = Trimmer::default();
-        assert!(!t.tick(1));
-        assert!(!t.tick(1));
-        assert!(!t.tick(2));
-        assert!(!t.tick(2));
-        assert!(t.tick(2));
+        assert!(!t.tick(1, false));
+        assert!(!t.tick(1, false));
+        assert!(!t.tick(2, false));
+        assert!(!t.tick(2, false));
+        assert!(t.tick(2, false));
+    }
+
+    #[test]
+    fn never_while_handshakes_are_in_flight() {
+        let mut t = Trimmer::default();
+        assert!(!t.tick(1000, true));
+        // Slow handshakes: no connection starts or ends for a while, still no trim.
+        for _ in 0..5 {
+            assert!(!t.tick(1000, true));
+        }
+        // Every connection logged in (or gone): the quiet pause starts.
+        assert!(!t.tick(1000, false));
+        assert!(t.tick(1000, false));
     }
 }
