@@ -196,6 +196,9 @@ async fn run(config: Config, features: server::Features) -> ExitCode {
         .unwrap_or_default();
     tracing::info!(tcp_address = %tcp_address, "Listening for SSH connections");
     tokio::spawn(signals(stop.clone(), sshd.grace_period));
+    // Free heap goes back to the system when the server turns quiet (docs/gitlab-sshd.md,
+    // "Memory").
+    tokio::spawn(alloc::trim_when_quiet());
     shared.serve(listener, stop).await;
     web_stop.cancel();
     tracing::info!("gitlab-sshd: shutdown complete");

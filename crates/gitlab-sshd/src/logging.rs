@@ -28,6 +28,25 @@ pub enum Sink {
     Memory(gitlab_shell::io::SharedBuf),
 }
 
+/// A span's fields as kept for the span's life: a connection's span lives as long as the
+/// connection, so its two fields are kept in a boxed slice rather than the map they are
+/// recorded into (a map node is ~600 bytes per idle connection; docs/gitlab-sshd.md, "Memory").
+struct SpanFields(Box<[(String, Value)]>);
+
+impl SpanFields {
+    fn new(fields: Fields) -> SpanFields {
+        SpanFields(fields.0.into_iter().collect())
+    }
+
+    /// Fields recorded later replace those of the same name.
+    fn update(&mut self, fields: Fields) {
+        let mut all: BTreeMap<String, Value> =
+            std::mem::take(&mut self.0).into_vec().into_iter().collect();
+        all.extend(fields.0);
+        self.0 = all.into_iter().collect();
+    }
+}
+
 /// The layer that renders events with their spans' fields.
 pub struct JsonLayer {
     sink: Mutex<Sink>,
@@ -88,15 +107,17 @@ where
         let mut fields = Fields::default();
         attrs.record(&mut fields);
         if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(fields);
+            span.extensions_mut().insert(SpanFields::new(fields));
         }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(id)
-            && let Some(fields) = span.extensions_mut().get_mut::<Fields>()
+            && let Some(kept) = span.extensions_mut().get_mut::<SpanFields>()
         {
-            values.record(fields);
+            let mut fields = Fields::default();
+            values.record(&mut fields);
+            kept.update(fields);
         }
     }
 
@@ -107,7 +128,7 @@ where
         let mut all = BTreeMap::new();
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
-                if let Some(f) = span.extensions().get::<Fields>() {
+                if let Some(f) = span.extensions().get::<SpanFields>() {
                     all.extend(f.0.iter().map(|(k, v)| (k.clone(), v.clone())));
                 }
             }
@@ -198,5 +219,48 @@ mod tests {
         assert_eq!(line["meta"]["project"], "g/p");
         assert_eq!(line["env"]["IsSSHConnection"], true);
         assert_eq!(line["other"], r#"{"x":1}"#);
+    }
+
+    /// A span's fields are kept as a slice of exactly their number, not a map (paid per idle
+    /// connection), and a later `record` replaces a field of the same name.
+    #[test]
+    fn span_fields_are_kept_compact_and_can_be_recorded_later() {
+        let mut fields = Fields::default();
+        fields.0.insert("correlation_id".into(), Value::from("CID"));
+        fields
+            .0
+            .insert("remote_addr".into(), Value::from("1.2.3.4:5"));
+        let mut kept = SpanFields::new(fields);
+        assert_eq!(kept.0.len(), 2);
+        assert_eq!(
+            std::mem::size_of_val(&*kept.0),
+            2 * std::mem::size_of::<(String, Value)>()
+        );
+        let mut later = Fields::default();
+        later
+            .0
+            .insert("remote_addr".into(), Value::from("5.6.7.8:9"));
+        later.0.insert("extra".into(), Value::from(1));
+        kept.update(later);
+        let names: Vec<&str> = kept.0.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["correlation_id", "extra", "remote_addr"]);
+        assert_eq!(kept.0[2].1, "5.6.7.8:9");
+    }
+
+    #[test]
+    fn a_field_recorded_after_the_span_started_reaches_its_lines() {
+        let buf = gitlab_shell::io::SharedBuf::default();
+        let subscriber =
+            tracing_subscriber::registry().with(layer(Sink::Memory(buf.clone()), "json", "info"));
+        tracing::subscriber::with_default(subscriber, || {
+            let span =
+                tracing::info_span!("conn", correlation_id = "CID", user = tracing::field::Empty);
+            span.record("user", "u1");
+            span.in_scope(|| tracing::info!("inside"));
+        });
+        let text = buf.text();
+        let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(line["correlation_id"], "CID");
+        assert_eq!(line["user"], "u1");
     }
 }

@@ -307,10 +307,12 @@ impl Shared {
         METRICS
             .in_flight_connections
             .fetch_add(1, Ordering::Relaxed);
+        crate::alloc::activity();
         let _in_flight = scopeguard(|| {
             METRICS
                 .in_flight_connections
                 .fetch_sub(1, Ordering::Relaxed);
+            crate::alloc::activity();
         });
         let permit = match &self.unauthenticated {
             None => None,
@@ -376,7 +378,7 @@ impl Shared {
         let access = Arc::new(crate::access::Last::default());
         let outflow = Arc::new(crate::outflow::Outflow::default());
         let (auth_tx, auth_rx) = oneshot::channel();
-        let handler = Conn {
+        let handler = Conn(Box::new(ConnState {
             shared: Arc::clone(&self),
             remote,
             local,
@@ -393,7 +395,7 @@ impl Shared {
             conn_errors: ConnErrors::new(),
             access: Arc::clone(&access),
             outflow: Arc::clone(&outflow),
-        };
+        }));
         let stream = Metered::new(proxy::Prefixed::new(leftover, stream), outflow);
         let started = Instant::now();
         async move {
@@ -485,22 +487,37 @@ async fn run_connection(
                 }
             }
             () = &mut grace, if !authed => {
-                let _ = handle
-                    .disconnect(russh::Disconnect::ByApplication, "login grace time exceeded".into(), String::new())
-                    .await;
-                let _ = tokio::time::timeout(Duration::from_secs(1), &mut running).await;
+                Box::pin(disconnect(&handle, &mut running, "login grace time exceeded")).await;
                 return Err("login grace time exceeded".into());
             }
             () = conn_token.cancelled() => {
-                let _ = handle
-                    .disconnect(russh::Disconnect::ByApplication, "server shutting down".into(), String::new())
-                    .await;
-                let _ = tokio::time::timeout(Duration::from_secs(1), &mut running).await;
+                Box::pin(disconnect(&handle, &mut running, "server shutting down")).await;
                 return Err("server shutting down".into());
             }
         }
     }
 }
+
+/// Sends russh's disconnect with `reason` and gives the session a second to end. Called
+/// through a box: these rare paths (russh's message is large) would otherwise size the
+/// connection task for as long as the connection lives.
+async fn disconnect(
+    handle: &russh::server::Handle,
+    running: &mut std::pin::Pin<&mut russh::server::RunningSession<Conn>>,
+    reason: &str,
+) {
+    let _ = handle
+        .disconnect(
+            russh::Disconnect::ByApplication,
+            reason.into(),
+            String::new(),
+        )
+        .await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), running.as_mut()).await;
+}
+
+/// An API lookup of the auth phase, as a boxed future.
+type Lookup<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Option<T>> + Send + 'a>>;
 
 /// Runs `f` on drop.
 fn scopeguard<F: FnOnce()>(f: F) -> impl Drop + use<F> {
@@ -515,8 +532,28 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop + use<F> {
     Guard(Some(f))
 }
 
-/// One connection's russh handler.
-pub struct Conn {
+/// One connection's russh handler: its state lives on the heap, behind one pointer, because
+/// russh keeps the handler inside its session task's future in several places (the future
+/// holds it as argument and as local, and russh's spawn wraps that future once more), so every
+/// byte of an inline handler was paid four times per connection (docs/gitlab-sshd.md,
+/// "Memory").
+pub struct Conn(Box<ConnState>);
+
+impl std::ops::Deref for Conn {
+    type Target = ConnState;
+    fn deref(&self) -> &ConnState {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut ConnState {
+        &mut self.0
+    }
+}
+
+/// What a connection's handler knows.
+pub struct ConnState {
     shared: Arc<Shared>,
     remote: SocketAddr,
     local: SocketAddr,
@@ -543,7 +580,7 @@ pub struct Conn {
     outflow: Arc<crate::outflow::Outflow>,
 }
 
-impl Drop for Conn {
+impl Drop for ConnState {
     fn drop(&mut self) {
         if self.permit.take().is_some() {
             METRICS
@@ -563,6 +600,21 @@ impl Conn {
 
     fn count_error(&mut self) {
         self.conn_errors.mark();
+    }
+
+    /// Login done: the unauthenticated slot is given back, the connection task told, and what
+    /// only the auth phase needed (the lookups of offered keys) freed, as the connection may
+    /// now stay idle for hours (docs/gitlab-sshd.md, "Memory").
+    fn authenticated(&mut self) {
+        if self.permit.take().is_some() {
+            METRICS
+                .unauthenticated_connections
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(tx) = self.auth_tx.take() {
+            let _ = tx.send(());
+        }
+        self.offered = HashMap::new();
     }
 
     /// An internal-API client for an auth callback, its requests counted in the HTTP metrics.
@@ -609,30 +661,34 @@ impl Conn {
     }
 
     /// `GET /authorized_certs` for a certificate signed by a group's CA: the GitLab username
-    /// and the group's path.
-    async fn lookup_cert(
+    /// and the group's path. A boxed future, as [`Conn::lookup`].
+    fn lookup_cert(
         &mut self,
         fingerprint: String,
         key_id: String,
-    ) -> Option<gitlab_shell::api::authorized_certs::Response> {
-        let found = self
-            .api_call(move |c| gitlab_shell::api::authorized_certs::get(c, &fingerprint, &key_id))
-            .await;
-        match found {
-            Ok(r) => Some(r),
-            Err(Some(e)) => {
-                if Self::is_server_side(&e) {
-                    self.count_error();
+    ) -> Lookup<'_, gitlab_shell::api::authorized_certs::Response> {
+        Box::pin(async move {
+            let found = self
+                .api_call(move |c| {
+                    gitlab_shell::api::authorized_certs::get(c, &fingerprint, &key_id)
+                })
+                .await;
+            match found {
+                Ok(r) => Some(r),
+                Err(Some(e)) => {
+                    if Self::is_server_side(&e) {
+                        self.count_error();
+                    }
+                    tracing::info!(parent: &self.span, error = %e, "certificate rejected: lookup failed");
+                    None
                 }
-                tracing::info!(parent: &self.span, error = %e, "certificate rejected: lookup failed");
-                None
+                Err(None) => {
+                    self.count_error();
+                    tracing::warn!(parent: &self.span, "certificate rejected: lookup timed out");
+                    None
+                }
             }
-            Err(None) => {
-                self.count_error();
-                tracing::warn!(parent: &self.span, "certificate rejected: lookup timed out");
-                None
-            }
-        }
+        })
     }
 
     fn user_ok(&self, user: &str) -> bool {
@@ -640,39 +696,44 @@ impl Conn {
     }
 
     /// `GET /authorized_keys?key=<base64 of the wire-format key>` through the shared client.
-    async fn lookup(&mut self, key: &PublicKey) -> Option<i64> {
-        let blob = key.to_bytes().ok()?;
-        if let Some(found) = self.offered.get(&blob) {
-            return *found;
-        }
-        let b64 = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&blob);
-        let answer = self
-            .api_call(move |c| gitlab_shell::api::authorized_keys::get_by_key(c, &b64))
-            .await;
-        let found = match answer {
-            Ok(r) => Some(r.id),
-            Err(Some(e)) => {
-                // An unknown key is the client's problem; anything else is a server-side
-                // auth error (SLI).
-                let unknown_key = matches!(
-                    e,
-                    gitlab_shell::api::Error::Api { status: 404, .. }
-                        | gitlab_shell::api::Error::Status(404)
-                );
-                if !unknown_key {
-                    self.count_error();
+    /// A boxed future: russh runs the auth callbacks' futures inline in its session task, whose
+    /// size (its largest state) is paid for as long as the connection lives
+    /// (docs/gitlab-sshd.md, "Memory").
+    fn lookup<'a>(&'a mut self, key: &'a PublicKey) -> Lookup<'a, i64> {
+        Box::pin(async move {
+            let blob = key.to_bytes().ok()?;
+            if let Some(found) = self.offered.get(&blob) {
+                return *found;
+            }
+            let b64 = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&blob);
+            let answer = self
+                .api_call(move |c| gitlab_shell::api::authorized_keys::get_by_key(c, &b64))
+                .await;
+            let found = match answer {
+                Ok(r) => Some(r.id),
+                Err(Some(e)) => {
+                    // An unknown key is the client's problem; anything else is a server-side
+                    // auth error (SLI).
+                    let unknown_key = matches!(
+                        e,
+                        gitlab_shell::api::Error::Api { status: 404, .. }
+                            | gitlab_shell::api::Error::Status(404)
+                    );
+                    if !unknown_key {
+                        self.count_error();
+                    }
+                    tracing::info!(parent: &self.span, error = %e, "public key authentication: key lookup failed");
+                    None
                 }
-                tracing::info!(parent: &self.span, error = %e, "public key authentication: key lookup failed");
-                None
-            }
-            Err(None) => {
-                self.count_error();
-                tracing::warn!(parent: &self.span, "public key authentication: key lookup timed out");
-                None
-            }
-        };
-        self.offered.insert(blob, found);
-        found
+                Err(None) => {
+                    self.count_error();
+                    tracing::warn!(parent: &self.span, "public key authentication: key lookup timed out");
+                    None
+                }
+            };
+            self.offered.insert(blob, found);
+            found
+        })
     }
 
     fn reject() -> Auth {
@@ -813,14 +874,7 @@ impl russh::server::Handler for Conn {
     }
 
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
-        if self.permit.take().is_some() {
-            METRICS
-                .unauthenticated_connections
-                .fetch_sub(1, Ordering::Relaxed);
-        }
-        if let Some(tx) = self.auth_tx.take() {
-            let _ = tx.send(());
-        }
+        self.authenticated();
         Ok(())
     }
 
@@ -968,13 +1022,9 @@ impl russh::server::Handler for Conn {
 mod tests {
     use super::*;
 
-    /// A connection's own task (around russh's session task) lives as long as the connection,
-    /// so its size is paid per idle connection: the handshake future, which is large, is boxed
-    /// and freed once the handshake is done (docs/gitlab-sshd.md, "Memory").
-    #[tokio::test]
-    async fn the_connection_task_is_small() {
+    fn test_shared() -> Arc<Shared> {
         let config = Config::from_yaml(std::path::Path::new("."), b"secret: x").unwrap();
-        let shared = Arc::new(Shared {
+        Arc::new(Shared {
             config: Arc::new(config),
             russh: Arc::new(russh::server::Config::default()),
             proxy: None,
@@ -989,15 +1039,84 @@ mod tests {
                 Box::new(|_| {}),
             ),
             tracker: TaskTracker::new(),
-        });
+        })
+    }
+
+    fn test_conn(shared: &Arc<Shared>) -> Conn {
+        let (auth_tx, _auth_rx) = oneshot::channel();
+        Conn(Box::new(ConnState {
+            shared: Arc::clone(shared),
+            remote: SocketAddr::from(([127, 0, 0, 1], 2222)),
+            local: SocketAddr::from(([127, 0, 0, 1], 22)),
+            correlation_id: "cid".into(),
+            span: tracing::Span::none(),
+            identity: None,
+            namespace: String::new(),
+            offered: HashMap::new(),
+            auth_tx: Some(auth_tx),
+            permit: None,
+            open_sessions: Arc::new(AtomicUsize::new(0)),
+            conn_token: CancellationToken::new(),
+            counted: false,
+            conn_errors: ConnErrors::new(),
+            access: Arc::default(),
+            outflow: Arc::default(),
+        }))
+    }
+
+    /// A connection's own task (around russh's session task) lives as long as the connection,
+    /// so its size is paid per idle connection: the handshake future, which is large, is boxed
+    /// and freed once the handshake is done, and so are the rare disconnect paths
+    /// (docs/gitlab-sshd.md, "Memory").
+    #[tokio::test]
+    async fn the_connection_task_is_small() {
+        let shared = test_shared();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let _client = TcpStream::connect(addr).await.unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
         let task = Arc::clone(&shared).handle_conn(stream, peer);
         let size = std::mem::size_of_val(&task);
-        // 2016 bytes when the handshake was boxed, 2080 since the handler carries the
-        // certificate namespace and the connection's error flag; unboxed it was 2720.
-        assert!(size <= 2176, "the connection task is {size} bytes");
+        // Unboxed it was 2720 bytes; 2080 with the handshake boxed; 1120 since the handler is
+        // one pointer and the disconnect paths are boxed too.
+        assert!(size <= 1216, "the connection task is {size} bytes");
+    }
+
+    /// russh keeps the handler in its session task's future four times over (argument and
+    /// local of its session loop, and its spawn wraps that future once more): the handler is
+    /// one pointer (docs/gitlab-sshd.md, "Memory").
+    #[test]
+    fn the_handler_is_one_pointer() {
+        assert_eq!(std::mem::size_of::<Conn>(), std::mem::size_of::<usize>());
+    }
+
+    /// russh runs the handler's futures inline in its session task, whose size (its largest
+    /// state, twice) is paid for as long as a connection lives: the API lookups, the only
+    /// waits of the auth callbacks, are boxed futures (docs/gitlab-sshd.md, "Memory").
+    #[tokio::test]
+    async fn the_auth_lookups_are_boxed() {
+        let shared = test_shared();
+        let mut conn = test_conn(&shared);
+        let key = russh::keys::PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
+            .unwrap()
+            .public_key()
+            .clone();
+        let boxed = std::mem::size_of::<Lookup<'_, i64>>();
+        assert_eq!(std::mem::size_of_val(&conn.lookup(&key)), boxed);
+        let cert = conn.lookup_cert(String::new(), String::new());
+        assert_eq!(std::mem::size_of_val(&cert), boxed);
+    }
+
+    /// Once logged in, the lookups of offered keys are freed: an idle connection keeps no
+    /// auth-phase state (docs/gitlab-sshd.md, "Memory").
+    #[tokio::test]
+    async fn login_frees_the_auth_phase_state() {
+        let shared = test_shared();
+        let mut conn = test_conn(&shared);
+        conn.offered.insert(vec![7; 51], Some(1));
+        conn.offered.insert(vec![8; 535], None);
+        conn.authenticated();
+        assert!(conn.auth_tx.is_none());
+        assert_eq!(conn.offered.capacity(), 0);
     }
 }
