@@ -289,8 +289,10 @@ impl Shared {
                 }
             }
         }
-        self.status.store(SHUTTING_DOWN, Ordering::SeqCst);
+        // The listener closes before readiness turns 503, so a probe that sees 503 also finds
+        // new connections refused (the other order left a window a test could see).
         drop(listener);
+        self.status.store(SHUTTING_DOWN, Ordering::SeqCst);
         self.tracker.close();
         let grace = self.config.sshd.grace_period;
         if tokio::time::timeout(grace, self.tracker.wait())
