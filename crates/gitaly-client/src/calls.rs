@@ -123,7 +123,7 @@ fn prepare(io: Stdio<'_>) -> Prepared<'_> {
     let (tx, rx) = mpsc::channel(stdin::CHANNEL_DEPTH);
     let stdin_error = stdin::spawn(stdin, tx, |chunk| chunk);
     let replay = Replay::new(rx, stdin_error.clone());
-    (stdout, stderr, cancel.clone(), replay, stdin_error)
+    (stdout, stderr, cancel, replay, stdin_error)
 }
 
 /// A call that succeeded still fails if reading its stdin did.
@@ -349,25 +349,16 @@ pub(crate) fn receive_pack_via(
     r: proto::SshReceivePackRequest,
     io: Stdio,
 ) -> Result<Option<i32>, Error> {
-    let tally = tally_for(pool, &observe::RECEIVE_PACK);
-    let (owned_t, owned_m, attempt_tally) = (t.clone(), m.clone(), tally.clone());
-    run(t, pool, io, &tally, move |conn, stdin, out, committed| {
-        bidi(
-            conn,
-            request_with_meta(r.clone(), &owned_t, &owned_m, "git-receive-pack", None),
-            |stdin| proto::SshReceivePackRequest {
-                stdin,
-                ..Default::default()
-            },
-            BidiAttempt {
-                stdin,
-                out,
-                committed,
-                tally: attempt_tally.clone(),
-            },
-            |mut client, req| async move { client.ssh_receive_pack(req).await },
-        )
-    })
+    bidi_via(
+        pool,
+        (t, m, r, io),
+        (&observe::RECEIVE_PACK, "git-receive-pack"),
+        |stdin| proto::SshReceivePackRequest {
+            stdin,
+            ..Default::default()
+        },
+        |mut client, req| async move { client.ssh_receive_pack(req).await },
+    )
 }
 
 pub(crate) fn upload_archive(
@@ -386,23 +377,47 @@ pub(crate) fn upload_archive_via(
     r: proto::SshUploadArchiveRequest,
     io: Stdio,
 ) -> Result<Option<i32>, Error> {
-    let tally = tally_for(pool, &observe::UPLOAD_ARCHIVE);
-    let (owned_t, owned_m, attempt_tally) = (t.clone(), m.clone(), tally.clone());
-    run(t, pool, io, &tally, move |conn, stdin, out, committed| {
+    bidi_via(
+        pool,
+        (t, m, r, io),
+        (&observe::UPLOAD_ARCHIVE, "git-upload-archive"),
+        |stdin| proto::SshUploadArchiveRequest {
+            stdin,
+            ..Default::default()
+        },
+        |mut client, req| async move { client.ssh_upload_archive(req).await },
+    )
+}
+
+/// A bidi call (push or archive) through [`run`]: each attempt sends `r` with GitLab Shell's
+/// metadata for `git_command`, then its stdin chunks wrapped by `wrap`, over `call`.
+fn bidi_via<Req, Resp, Call, Fut>(
+    pool: Option<&Pool>,
+    (t, m, r, io): (&Target, &CallMeta, Req, Stdio<'_>),
+    (rpc, git_command): (&'static Rpc, &str),
+    wrap: fn(Vec<u8>) -> Req,
+    call: Call,
+) -> Result<Option<i32>, Error>
+where
+    Req: Clone + Send + Sync + 'static,
+    Resp: StdResponse,
+    Call:
+        Fn(SshServiceClient<Channel>, Request<BoxStream<'static, Req>>) -> Fut + Copy + Send + Sync,
+    Fut: Future<Output = Result<Response<Streaming<Resp>>, Status>>,
+{
+    let tally = tally_for(pool, rpc);
+    run(t, pool, io, &tally, |conn, stdin, out, committed| {
         bidi(
             conn,
-            request_with_meta(r.clone(), &owned_t, &owned_m, "git-upload-archive", None),
-            |stdin| proto::SshUploadArchiveRequest {
-                stdin,
-                ..Default::default()
-            },
+            request_with_meta(r.clone(), t, m, git_command, None),
+            wrap,
             BidiAttempt {
                 stdin,
                 out,
                 committed,
-                tally: attempt_tally.clone(),
+                tally: tally.clone(),
             },
-            |mut client, req| async move { client.ssh_upload_archive(req).await },
+            call,
         )
     })
 }
