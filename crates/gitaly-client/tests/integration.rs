@@ -1615,7 +1615,20 @@ fn pooled_upload_pack_of(
     t: &Target,
     path: &str,
 ) -> (Result<(), Error>, Vec<u8>) {
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let mut stdout = Vec::new();
+    let cancel = gitaly_client::CancellationToken::new();
+    let result = pooled_upload_pack_into(pool, t, path, &mut stdout, cancel);
+    (result, stdout)
+}
+
+fn pooled_upload_pack_into(
+    pool: &gitaly_client::Pool,
+    t: &Target,
+    path: &str,
+    stdout: &mut (dyn Write + Send),
+    cancel: gitaly_client::CancellationToken,
+) -> Result<(), Error> {
+    let mut stderr = Vec::new();
     let request = proto::SshUploadPackWithSidechannelRequest {
         repository: repo(path),
         git_protocol: "version=2".into(),
@@ -1623,12 +1636,11 @@ fn pooled_upload_pack_of(
     };
     let io = Stdio {
         stdin: Box::new(Cursor::new(Vec::new())),
-        stdout: &mut stdout,
+        stdout,
         stderr: &mut stderr,
-        cancel: gitaly_client::CancellationToken::new(),
+        cancel,
     };
-    let result = pool.upload_pack(t, &call_meta(), request, io).map(|_| ());
-    (result, stdout)
+    pool.upload_pack(t, &call_meta(), request, io).map(|_| ())
 }
 
 /// Two calls through one pool share one connection; once that connection dies (Gitaly
@@ -1848,21 +1860,17 @@ fn an_observed_pool_counts_calls_and_messages_like_the_go_interceptors() {
     assert_eq!(counts.get("SSHReceivePack handled Unavailable"), 1);
 }
 
-/// A writer that notes the pool runtime's live task count at its first write (while the call
-/// is still running: the RPC has not answered before its sidechannel output is read).
+/// A writer that notes the pool runtime's live task count at its first write, then fails
+/// like a client that went away.
 struct NotingTasks {
     handle: tokio::runtime::Handle,
     seen: Option<usize>,
-    out: Vec<u8>,
 }
 
 impl Write for NotingTasks {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.seen.is_none() {
-            self.seen = Some(self.handle.metrics().num_alive_tasks());
-        }
-        self.out.extend_from_slice(buf);
-        Ok(buf.len())
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        self.seen = Some(self.handle.metrics().num_alive_tasks());
+        Err(io::Error::new(io::ErrorKind::BrokenPipe, "client gone"))
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -1870,7 +1878,9 @@ impl Write for NotingTasks {
 }
 
 /// With a pool (gitlab-sshd), an upload-pack call runs as tasks on the pool's runtime — the
-/// call, its RPC and its stdin writer — instead of on a thread and a runtime of its own.
+/// call, its RPC and its stdin writer — instead of on a thread and a runtime of its own; and
+/// when the client goes away mid-clone, those tasks end with it (they are aborted, where the
+/// end of a per-call runtime used to drop them).
 /// See: docs/gitlab-sshd.md, "Memory".
 #[test]
 fn a_pooled_upload_pack_runs_on_the_pools_runtime() {
@@ -1884,38 +1894,41 @@ fn a_pooled_upload_pack_runs_on_the_pools_runtime() {
     std::thread::sleep(Duration::from_millis(200));
     let idle = runtime.handle.metrics().num_alive_tasks();
 
+    // A Gitaly that sends without end: the call is running when its first output arrives.
     let mut stdout = NotingTasks {
         handle: runtime.handle.clone(),
         seen: None,
-        out: Vec::new(),
     };
-    let mut stderr = Vec::new();
-    let request = proto::SshUploadPackWithSidechannelRequest {
-        repository: repo("hello"),
-        git_protocol: "version=2".into(),
-        git_config_options: vec![],
-    };
-    let io = Stdio {
-        stdin: Box::new(Cursor::new(Vec::new())),
-        stdout: &mut stdout,
-        stderr: &mut stderr,
-        cancel: gitaly_client::CancellationToken::new(),
-    };
-    pool.upload_pack(&target, &call_meta(), request, io)
-        .unwrap();
-    assert_eq!(stdout.out, b"hello world");
+    let cancel = gitaly_client::CancellationToken::new();
+    let result = pooled_upload_pack_into(&pool, &target, "flood", &mut stdout, cancel);
+    assert_eq!(result, Err(Error::Local("client gone".to_owned())));
     let during = stdout.seen.expect("written");
     assert!(
         during >= idle + 2,
         "the call's tasks run on the pool's runtime: {idle} tasks idle, {during} during the call"
     );
-    // And none is left behind.
-    let started = std::time::Instant::now();
-    while runtime.handle.metrics().num_alive_tasks() > idle {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the call's tasks ended"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let settled = |what: &str| {
+        let started = std::time::Instant::now();
+        while runtime.handle.metrics().num_alive_tasks() > idle {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{what}: tasks left behind"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    settled("client gone mid-clone");
+
+    // A Gitaly that says nothing until the client cancels: only the RPC task's abort resets
+    // its HTTP/2 stream, so without it the RPC would wait for ever.
+    let cancel = gitaly_client::CancellationToken::new();
+    let trigger = cancel.clone();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        trigger.cancel();
+    });
+    let result = pooled_upload_pack_into(&pool, &target, "silent", &mut Vec::new(), cancel);
+    canceller.join().unwrap();
+    assert!(result.is_err(), "a cancelled call fails");
+    settled("cancelled while Gitaly was silent");
 }
